@@ -84,6 +84,8 @@ class Text(Field):
         if not isinstance(value, str):
             raise _invalid(path, "must be a string")
         if not self.min_length <= len(value) <= self.max_length:
+            if self.min_length == self.max_length:
+                raise _invalid(path, f"must have exactly {self.min_length} characters")
             raise _invalid(
                 path,
                 f"must have {self.min_length} to {self.max_length} characters",
