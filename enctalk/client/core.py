@@ -1,0 +1,1428 @@
+"""The client core: accounts, devices, contacts and end-to-end messages.
+
+:class:`Client` ties the pieces together. Three kinds of thread touch it:
+
+- the caller's threads, which call the public methods; each blocks up to
+  its timeout and never needs the caller to pump the network;
+- the connection thread (``enctalk.client.connection``), which only moves
+  frames and hands pushes and state changes to the worker's queue;
+- the worker thread, which handles pushes in order (decrypt, store, ack),
+  resumes the session after a reconnect, syncs and flushes the outbox.
+
+One re-entrant lock guards every piece of secret state (vault contents,
+device keys, ratchet sessions, history), so a method and the worker never
+interleave halfway through a change. Every change is saved to the vault
+before the server is told about it (an ``ack``), so a crash loses nothing
+and at worst makes the server send an item again, which is then dropped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enctalk.client import errors as codes
+from enctalk.client.address import format_server_address, parse_server_address
+from enctalk.client.connection import CONNECTED, Connection
+from enctalk.client.errors import ClientError
+from enctalk.client.events import (
+    CONNECTION_STATE,
+    CONTACT_ADDED,
+    DECRYPT_FAILED,
+    DELIVERY_UPDATED,
+    ERROR,
+    IDENTITY_CHANGED,
+    MESSAGE_RECEIVED,
+    PREKEYS_LOW,
+    PREKEYS_UPLOADED,
+    PRESENCE_CHANGED,
+    SESSION_REVOKED,
+    Event,
+)
+from enctalk.client.history import (
+    DELIVERED,
+    FAILED,
+    HISTORY_KEY_SIZE,
+    SENDING,
+    SENT,
+    HistoryEntry,
+    HistoryStore,
+)
+from enctalk.client.passwords import check_new_password
+from enctalk.client.profile import Profile, default_profile_dir
+from enctalk.client.trust import ConfirmServer, ServerTrust, certificate_fingerprint
+from enctalk.crypto import backup as key_backup
+from enctalk.crypto import safety
+from enctalk.crypto import session as e2e
+from enctalk.crypto.errors import BackupError, CryptoError, VaultError
+from enctalk.crypto.kdf import derive_auth_key
+from enctalk.crypto.keys import (
+    ONE_TIME_PREKEY_COUNT,
+    ONE_TIME_PREKEY_LOW_WATER,
+    AccountIdentity,
+    DeviceKeys,
+    verify_device_key,
+    verify_prekey,
+    x25519_public_bytes,
+)
+from enctalk.crypto.vault import Vault
+from enctalk.crypto.x3dh import PreKeyBundle
+from enctalk.protocol import InvalidUsername, canonical_username
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 15.0
+STATE_FORMAT = 1
+MAX_SEND_ATTEMPTS = 4
+
+# Server error codes after which resending the same message cannot help.
+_PERMANENT_SEND_ERRORS = frozenset(
+    {
+        "not_a_contact",
+        "user_not_found",
+        "invalid_username",
+        "invalid_frame",
+        "message_id_conflict",
+        "frame_too_large",
+        codes.IDENTITY_INVALID,
+    }
+)
+_SESSION_ENDED = frozenset({"invalid_session", "account_disabled"})
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text.encode("ascii"))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _username(raw: str) -> str:
+    try:
+        return canonical_username(raw)
+    except InvalidUsername as exc:
+        raise ClientError(
+            "invalid_username", f"Invalid username {raw!r}: {exc}"
+        ) from exc
+
+
+def _default_device_name() -> str:
+    try:
+        return socket.gethostname()[:64] or "computer"
+    except OSError:
+        return "computer"
+
+
+def _key_fingerprint(key: bytes) -> str:
+    return certificate_fingerprint(key).removeprefix("SHA256:")[:47]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What became of a message handed to :meth:`Client.send_text`.
+
+    ``state`` is ``"sent"`` (the server stored it), ``"queued"`` (in the
+    outbox, to go out after a reconnect or restart) or ``"failed"``.
+    """
+
+    message_id: str
+    state: str
+    server_seq: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A contact as the client knows it: presence, pinned AIK and whether verified."""
+
+    username: str
+    online: bool
+    verified: bool
+    identity_fingerprint: str
+
+
+class Client:
+    """The EncTalk client core for one profile.
+
+    ``profile_dir`` defaults to the platform's user data directory.
+    ``server`` (``HOST[:PORT]``) is saved in the profile; without it the
+    saved address is used. An unknown server certificate is pinned when
+    its fingerprint equals ``server_fingerprint``, when
+    ``accept_new_server`` is true, or when ``confirm_server(address,
+    fingerprint)`` returns true. ``use_system_trust`` checks a CA-signed
+    server certificate against the system trust store instead of pinning.
+
+    Events go to ``events`` (a new queue unless given). Every method is
+    thread-safe and blocks at most about ``timeout`` seconds per server
+    round trip; failures raise :class:`ClientError`.
+    """
+
+    def __init__(
+        self,
+        profile_dir: Path | str | None = None,
+        *,
+        server: str | None = None,
+        accept_new_server: bool = False,
+        server_fingerprint: str | None = None,
+        confirm_server: ConfirmServer | None = None,
+        use_system_trust: bool = False,
+        events: queue.Queue[Event] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        device_name: str | None = None,
+    ) -> None:
+        self.profile = Profile(profile_dir or default_profile_dir())
+        if server is not None:
+            self.profile.server = parse_server_address(server)
+            self.profile.save()
+        self.events: queue.Queue[Event] = (
+            events if events is not None else queue.Queue()
+        )
+        self.timeout = timeout
+        self.device_name = device_name or _default_device_name()
+        self._trust = ServerTrust(
+            self.profile.known_servers,
+            accept_new_server=accept_new_server,
+            server_fingerprint=server_fingerprint,
+            confirm_server=confirm_server,
+            use_system_trust=use_system_trust,
+        )
+
+        self._lock = threading.RLock()
+        self._vault: Vault | None = None
+        self._state: dict[str, Any] | None = None
+        self._history: HistoryStore | None = None
+        self._aik: AccountIdentity | None = None
+        self._device: DeviceKeys | None = None
+        self._sessions: dict[str, Any] = {}
+        self._bundles: dict[str, Any] = {}
+
+        self._connection: Connection | None = None
+        self._authenticated = threading.Event()
+        self._session_error: ClientError | None = None
+        self._session_checked = threading.Event()
+        self._send_outcomes: dict[str, SendResult] = {}
+        self._send_done = threading.Condition(threading.Lock())
+
+        self._tasks: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._closed = False
+        self._worker = threading.Thread(
+            target=self._work, name="enctalk-client-worker", daemon=True
+        )
+        self._worker.start()
+
+    # Public API: profile and connection.
+
+    @property
+    def username(self) -> str | None:
+        return self.profile.username
+
+    @property
+    def device_id(self) -> int | None:
+        return self.profile.device_id
+
+    @property
+    def unlocked(self) -> bool:
+        return self._state is not None
+
+    @property
+    def logged_in(self) -> bool:
+        return self._state is not None and self._state.get("token") is not None
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and self._connection.connected
+
+    def unlock(self, password: str) -> None:
+        """Open the profile's vault with ``password``.
+
+        Raises ClientError ``wrong_password`` when the password does not
+        open it, and ``not_logged_in`` when the profile has no account yet.
+        """
+        with self._lock:
+            if self._state is not None:
+                return
+            if not self.profile.has_vault():
+                raise ClientError(
+                    codes.NOT_LOGGED_IN,
+                    f"The profile {self.profile.directory} has no account yet; "
+                    "run register or login first.",
+                )
+            try:
+                vault = Vault.unlock(self.profile.vault_path, password)
+            except VaultError as exc:
+                raise ClientError(
+                    codes.WRONG_PASSWORD,
+                    "Wrong password: it does not open this profile's local data.",
+                ) from exc
+            self._load_state(vault, vault.load())
+
+    def connect(self, timeout: float | None = None) -> None:
+        """Connect to the server, pinning its certificate on first contact.
+
+        Returns once the TLS and ``hello`` exchange succeeded, and raises
+        the first attempt's ClientError otherwise. After a failure the
+        connection thread keeps retrying in the background, except after a
+        certificate error. With a saved session the worker then resumes it.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        self._start_connection(timeout)
+        assert self._connection is not None
+        self._connection.wait_connected(timeout)
+
+    def start(self, timeout: float | None = None) -> None:
+        """Start connecting in the background; return without waiting."""
+        self._start_connection(self.timeout if timeout is None else timeout)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the saved session is resumed on a live connection.
+
+        Raises ClientError: the resume error (``invalid_session`` when the
+        session was revoked), the connection error, or ``timeout``.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        if not self.logged_in:
+            raise ClientError(
+                codes.NOT_LOGGED_IN, "Not logged in; run login USERNAME first."
+            )
+        if self._connection is None:
+            self.connect(timeout)
+        while not self._authenticated.is_set():
+            if self._session_error is not None:
+                raise self._session_error
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                connection = self._connection
+                if connection is not None and not connection.connected:
+                    error = connection.last_error
+                    if error is not None:
+                        raise ClientError(error.code, error.message)
+                raise ClientError(
+                    codes.TIMEOUT,
+                    f"Timed out after {timeout:g} s waiting for the server.",
+                )
+            self._authenticated.wait(min(remaining, 0.05))
+
+    def close(self) -> None:
+        """Stop the connection and the worker and close the history; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._connection is not None:
+            self._connection.close()
+        self._tasks.put(("stop",))
+        if threading.current_thread() is not self._worker:
+            self._worker.join(timeout=10)
+        with self._lock:
+            if self._history is not None:
+                self._history.close()
+                self._history = None
+
+    # Public API: accounts.
+
+    def register(self, username: str, password: str) -> str:
+        """Create an account with a new AIK and register this device.
+
+        Returns the canonical username. Raises ClientError for a weak
+        password (``weak_password``), a taken name (``username_taken``) or
+        a profile that already holds an account (``profile_invalid``).
+        """
+        name = _username(username)
+        check_new_password(password, name)
+        with self._lock:
+            self._check_profile_free(name)
+            self.connect()
+            auth_key = derive_auth_key(password, name)
+            aik = AccountIdentity.generate()
+            backup = key_backup.encrypt_backup(aik.private_bytes(), password, name)
+            reply = self._request(
+                "register",
+                username=name,
+                auth_key=auth_key,
+                identity_key=aik.public_bytes(),
+                backup=backup,
+            )
+            name = reply["username"]
+            self._create_state(password, name, aik, reply["token"])
+            self._register_device()
+            self._authenticated.set()
+        self._tasks.put(("authenticated",))
+        logger.info("registered account %s, device %s", name, self.device_id)
+        return str(name)
+
+    def login(self, username: str, password: str) -> str:
+        """Log in; on a new profile also restore the AIK and register a device.
+
+        The AIK comes from the server's key backup, decrypted with the
+        password, so safety numbers stay the same on every device. Returns
+        the canonical username. Raises ClientError ``invalid_credentials``
+        for a wrong username or password.
+        """
+        name = _username(username)
+        with self._lock:
+            self.connect()
+            same_account = self.profile.username == name and self.profile.has_vault()
+            if same_account and self._state is None:
+                try:
+                    self.unlock(password)
+                except ClientError as exc:
+                    if exc.code != codes.WRONG_PASSWORD:
+                        raise
+                    # The vault stays locked: the password may have changed
+                    # on another device. The server decides below.
+            auth_key = derive_auth_key(password, name)
+            device_id = self.profile.device_id if self._state is not None else None
+            reply = self._request(
+                "login", username=name, auth_key=auth_key, device_id=device_id
+            )
+            name = reply["username"]
+            if self._state is None:
+                if same_account:
+                    self._set_aside_old_profile()
+                aik = self._restore_identity(reply, password, name)
+                self._create_state(password, name, aik, reply["token"])
+            else:
+                self._state["token"] = _b64(reply["token"])
+                if reply["backup_stale"]:
+                    self._upload_backup(password, name)
+            if reply["device_id"] is None or self._device is None:
+                self._register_device()
+            self._save()
+            self._session_error = None
+            self._authenticated.set()
+        self._tasks.put(("authenticated",))
+        logger.info("logged in as %s, device %s", name, self.device_id)
+        return str(name)
+
+    def logout(self) -> None:
+        """Revoke this session on the server and forget its token.
+
+        The keys and history stay in the profile, so a later login reuses
+        this device.
+        """
+        with self._lock:
+            self._require_state()
+            try:
+                if self.connected and self._authenticated.is_set():
+                    self._request("logout")
+            finally:
+                assert self._state is not None
+                self._state["token"] = None
+                self._save()
+                self._authenticated.clear()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def change_password(self, old_password: str, new_password: str) -> None:
+        """Change the password: new auth key, backup re-encrypted, vault rewrapped.
+
+        Every other session of the account is revoked by the server.
+        """
+        with self._lock:
+            self.wait_ready()
+            name = self._require_username()
+            check_new_password(new_password, name)
+            old_key = derive_auth_key(old_password, name)
+            new_key = derive_auth_key(new_password, name)
+            assert self._aik is not None and self._vault is not None
+            backup = key_backup.encrypt_backup(
+                self._aik.private_bytes(), new_password, name
+            )
+            reply = self._request(
+                "change_password",
+                old_auth_key=old_key,
+                new_auth_key=new_key,
+                backup=backup,
+            )
+            assert self._state is not None
+            self._state["token"] = _b64(reply["token"])
+            self._save()
+            self._vault.rewrap(new_password)
+        logger.info("changed the password of %s", name)
+
+    def redeem_reset(
+        self,
+        username: str,
+        code: str,
+        new_password: str,
+        old_password: str | None = None,
+    ) -> bool:
+        """Redeem an administrator's reset code and set ``new_password``.
+
+        Keeps the AIK when this client holds it: already unlocked, or the
+        vault opens with ``old_password``. Otherwise makes a new AIK, which
+        contacts see as a key change. Returns True when the AIK was kept.
+        """
+        name = _username(username)
+        check_new_password(new_password, name)
+        with self._lock:
+            self.connect()
+            if (
+                self._state is None
+                and old_password is not None
+                and self.profile.username == name
+                and self.profile.has_vault()
+            ):
+                self.unlock(old_password)
+            kept = self._aik is not None and self.profile.username == name
+            aik = (
+                self._aik
+                if kept and self._aik is not None
+                else AccountIdentity.generate()
+            )
+            auth_key = derive_auth_key(new_password, name)
+            backup = key_backup.encrypt_backup(aik.private_bytes(), new_password, name)
+            reply = self._request(
+                "redeem_reset",
+                username=name,
+                code=code,
+                new_auth_key=auth_key,
+                identity_key=aik.public_bytes(),
+                backup=backup,
+            )
+            if kept:
+                assert self._vault is not None and self._state is not None
+                self._vault.rewrap(new_password)
+            else:
+                if self.profile.has_vault():
+                    self._set_aside_old_profile()
+                self._create_state(new_password, reply["username"], aik, reply["token"])
+            # Bind this connection to the device; the auth key is already derived.
+            login = self._request(
+                "login",
+                username=name,
+                auth_key=auth_key,
+                device_id=self.profile.device_id if kept else None,
+            )
+            assert self._state is not None
+            self._state["token"] = _b64(login["token"])
+            if login["device_id"] is None or self._device is None:
+                self._register_device()
+            self._save()
+            self._session_error = None
+            self._authenticated.set()
+        self._tasks.put(("authenticated",))
+        return kept
+
+    # Public API: contacts and devices.
+
+    def add_contact(self, username: str) -> Contact:
+        """Add a contact (mutual) and pin its AIK; return it."""
+        name = _username(username)
+        with self._lock:
+            self.wait_ready()
+            reply = self._request("add_contact", username=name)
+            self._check_identity(reply["username"], reply["identity_key"])
+            self._save()
+            return self._contact(reply["username"], reply["online"])
+
+    def contacts(self) -> list[Contact]:
+        """Return the contact list from the server, with local verification flags."""
+        with self._lock:
+            self.wait_ready()
+            reply = self._request("list_contacts")
+            result = []
+            for item in reply["contacts"]:
+                self._check_identity(item["username"], item["identity_key"])
+                result.append(self._contact(item["username"], item["online"]))
+            self._save()
+            return result
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Return the account's devices: device_id, name, created, last_seen,
+        stale, current (times in ms since the epoch)."""
+        with self._lock:
+            self.wait_ready()
+            return list(self._request("list_devices")["devices"])
+
+    def remove_device(self, device_id: int) -> None:
+        """Remove one of the account's devices (``device_not_found`` if unknown)."""
+        with self._lock:
+            self.wait_ready()
+            if device_id == self.profile.device_id:
+                raise ClientError(
+                    codes.PROFILE_INVALID,
+                    f"Device {device_id} is this device; log out instead.",
+                )
+            self._request("remove_device", device_id=device_id)
+            self._forget_device(self._require_username(), device_id)
+            self._save()
+
+    def safety_number(self, username: str) -> str:
+        """Return the formatted 60-digit safety number with ``username``.
+
+        Computed from the two accounts' AIKs, so it is the same on every
+        device. The contact's pinned AIK is used; it is fetched first if
+        none is pinned yet.
+        """
+        name = _username(username)
+        with self._lock:
+            self._require_state()
+            pinned = self._pinned_identity(name)
+            if pinned is None:
+                self.contacts()
+                pinned = self._pinned_identity(name)
+            if pinned is None:
+                raise ClientError(
+                    codes.UNKNOWN_CONTACT,
+                    f"{name} is not a contact; add them first with add-contact.",
+                )
+            assert self._aik is not None
+            digits = safety.safety_number(
+                self._require_username(), self._aik.public_bytes(), name, pinned
+            )
+            return str(safety.format_safety_number(digits))
+
+    def mark_verified(self, username: str, verified: bool = True) -> None:
+        """Record that the user compared the safety number with ``username``."""
+        name = _username(username)
+        with self._lock:
+            self._require_state()
+            assert self._state is not None
+            contact = self._state["contacts"].get(name)
+            if contact is None:
+                raise ClientError(
+                    codes.UNKNOWN_CONTACT, f"{name} is not a contact; add them first."
+                )
+            contact["verified"] = verified
+            self._save()
+
+    # Public API: messages.
+
+    def send_text(self, to: str, body: str, timeout: float | None = None) -> SendResult:
+        """Queue a text message in the outbox and wait up to ``timeout`` for the
+        server's acknowledgement.
+
+        The message gets its UUID now and keeps it on every retry, so the
+        server stores it once. Returns the outcome; ``"queued"`` means it
+        stays in the outbox and goes out after a reconnect or restart.
+        """
+        name = _username(to)
+        if not body:
+            raise ClientError("invalid_frame", "The message is empty.")
+        timeout = self.timeout if timeout is None else timeout
+        message_id = str(uuid.uuid4())
+        sent_at = _now_ms()
+        with self._lock:
+            state = self._require_state()
+            me = self._require_username()
+            state["outbox"].append(
+                {"message_id": message_id, "to": name, "body": body, "sent_at": sent_at}
+            )
+            self._require_history().add(
+                HistoryEntry(
+                    conversation=name,
+                    kind="text",
+                    direction="out",
+                    sender=me,
+                    body=body,
+                    message_id=message_id,
+                    server_seq=None,
+                    server_time=None,
+                    sent_at=sent_at,
+                    state=SENDING,
+                )
+            )
+            self._save()
+        self._emit(
+            DELIVERY_UPDATED,
+            message_id=message_id,
+            conversation=name,
+            state=SENDING,
+        )
+        self._tasks.put(("flush",))
+        deadline = time.monotonic() + timeout
+        with self._send_done:
+            while message_id not in self._send_outcomes:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return SendResult(message_id, "queued")
+                self._send_done.wait(remaining)
+            return self._send_outcomes.pop(message_id)
+
+    def history(self, username: str, limit: int | None = None) -> list[HistoryEntry]:
+        """Return the local conversation with ``username``, ordered by server_seq."""
+        name = _username(username)
+        with self._lock:
+            return self._require_history().conversation(name, limit)
+
+    def outbox(self) -> list[dict[str, Any]]:
+        """Return the unsent messages: message_id, to, body, sent_at."""
+        with self._lock:
+            return [dict(item) for item in self._require_state()["outbox"]]
+
+    # State: the vault contents.
+
+    def _require_state(self) -> dict[str, Any]:
+        if self._state is None:
+            if self.profile.has_vault():
+                raise ClientError(
+                    codes.WRONG_PASSWORD, "The profile is locked; unlock it first."
+                )
+            raise ClientError(
+                codes.NOT_LOGGED_IN, "Not logged in; run register or login first."
+            )
+        return self._state
+
+    def _require_username(self) -> str:
+        state = self._require_state()
+        return str(state["username"])
+
+    def _require_history(self) -> HistoryStore:
+        self._require_state()
+        assert self._history is not None
+        return self._history
+
+    def _check_profile_free(self, name: str) -> None:
+        if self.profile.has_vault():
+            raise ClientError(
+                codes.PROFILE_INVALID,
+                f"The profile {self.profile.directory} already holds the account "
+                f"{self.profile.username}; use another --profile for {name}.",
+            )
+
+    def _set_aside_old_profile(self) -> None:
+        """Rename a vault that no longer opens, so a fresh one can replace it."""
+        suffix = time.strftime(".old-%Y%m%d-%H%M%S")
+        for path in (self.profile.vault_path, self.profile.history_path):
+            if path.exists():
+                path.rename(path.with_name(path.name + suffix))
+        logger.warning(
+            "the local data of %s did not open with the current password and "
+            "was set aside",
+            self.profile.username,
+        )
+        self.profile.device_id = None
+
+    def _create_state(
+        self, password: str, name: str, aik: AccountIdentity, token: bytes
+    ) -> None:
+        vault = Vault.create(self.profile.vault_path, password)
+        state: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "username": name,
+            "token": _b64(token),
+            "aik": _b64(aik.private_bytes()),
+            "device": None,
+            "sessions": {},
+            "devices": {},
+            "contacts": {},
+            "last_seq": 0,
+            "outbox": [],
+            "history_key": _b64(os.urandom(HISTORY_KEY_SIZE)),
+        }
+        self.profile.username = name
+        self.profile.device_id = None
+        self.profile.save()
+        self._load_state(vault, state)
+        self._save()
+
+    def _load_state(self, vault: Vault, state: dict[str, Any]) -> None:
+        try:
+            self._aik = AccountIdentity.from_private_bytes(_unb64(state["aik"]))
+            device = state.get("device")
+            self._device = DeviceKeys.from_dict(device) if device else None
+            self._sessions = {
+                key: e2e.DeviceSession.from_dict(value)
+                for key, value in state.get("sessions", {}).items()
+            }
+            history_key = _unb64(state["history_key"])
+        except (KeyError, TypeError, ValueError, CryptoError) as exc:
+            raise ClientError(
+                codes.PROFILE_INVALID,
+                f"The vault of {self.profile.directory} is damaged ({exc}).",
+            ) from exc
+        self._vault = vault
+        self._state = state
+        if self._history is None:
+            self._history = HistoryStore(self.profile.history_path, history_key)
+
+    def _save(self) -> None:
+        if self._state is None or self._vault is None:
+            return
+        state = self._state
+        state["device"] = self._device.to_dict() if self._device else None
+        state["sessions"] = {
+            key: session.to_dict() for key, session in self._sessions.items()
+        }
+        self._vault.save(state)
+
+    def _restore_identity(
+        self, reply: dict[str, Any], password: str, name: str
+    ) -> AccountIdentity:
+        try:
+            private = key_backup.decrypt_backup(reply["backup"], password, name)
+        except BackupError as exc:
+            raise ClientError(
+                codes.IDENTITY_INVALID,
+                "The key backup on the server does not open with this password; "
+                "after an administrator's reset, use redeem-reset.",
+            ) from exc
+        aik = AccountIdentity.from_private_bytes(private)
+        if aik.public_bytes() != reply["identity_key"]:
+            raise ClientError(
+                codes.IDENTITY_INVALID,
+                "The key backup does not match the account's identity key.",
+            )
+        return aik
+
+    def _upload_backup(self, password: str, name: str) -> None:
+        assert self._aik is not None
+        backup = key_backup.encrypt_backup(self._aik.private_bytes(), password, name)
+        self._request("upload_backup", backup=backup)
+        logger.info("uploaded a fresh key backup for %s", name)
+
+    # Devices and prekeys.
+
+    def _register_device(self) -> None:
+        assert self._aik is not None and self._state is not None
+        device = DeviceKeys.generate(self._aik, ONE_TIME_PREKEY_COUNT)
+        signed = device.signed_prekey_public()
+        one_time = [
+            {"id": prekey_id, "key": x25519_public_bytes(private)}
+            for prekey_id, private in sorted(device.one_time_prekeys.items())
+        ]
+        reply = self._request(
+            "register_device",
+            name=self.device_name[:64],
+            identity_key=device.identity_public(),
+            signature=device.device_signature,
+            signed_prekey=_signed_prekey_fields(signed),
+            one_time_prekeys=one_time,
+        )
+        self._device = device
+        self._sessions.clear()
+        self._bundles.clear()
+        self._state["devices"] = {}
+        self.profile.device_id = reply["device_id"]
+        self.profile.save()
+        self._save()
+        logger.info("registered device %s", reply["device_id"])
+
+    def _maintain_prekeys(self) -> None:
+        with self._lock:
+            if self._device is None or self._aik is None:
+                return
+            now = int(time.time())
+            signed = None
+            if self._device.needs_signed_prekey_rotation(now):
+                signed = _signed_prekey_fields(
+                    self._device.rotate_signed_prekey(self._aik, now)
+                )
+                self._save()
+            reply = self._request(
+                "upload_prekeys", signed_prekey=signed, one_time_prekeys=[]
+            )
+            self._top_up_prekeys(reply["one_time_prekeys"])
+
+    def _top_up_prekeys(self, remaining: int) -> None:
+        if remaining >= ONE_TIME_PREKEY_LOW_WATER or self._device is None:
+            return
+        fresh = self._device.new_one_time_prekeys(ONE_TIME_PREKEY_COUNT - remaining)
+        self._save()
+        reply = self._request(
+            "upload_prekeys",
+            signed_prekey=None,
+            one_time_prekeys=[{"id": i, "key": key} for i, key in fresh],
+        )
+        self._emit(PREKEYS_UPLOADED, count=reply["one_time_prekeys"])
+
+    # Identity pins.
+
+    def _pinned_identity(self, name: str) -> bytes | None:
+        state = self._require_state()
+        if name == state["username"]:
+            assert self._aik is not None
+            return self._aik.public_bytes()
+        contact = state["contacts"].get(name)
+        return _unb64(contact["identity_key"]) if contact else None
+
+    def _check_identity(self, name: str, identity_key: bytes) -> None:
+        """Pin ``identity_key`` for ``name`` on first use; report a change."""
+        state = self._require_state()
+        if name == state["username"]:
+            assert self._aik is not None
+            if identity_key != self._aik.public_bytes():
+                raise ClientError(
+                    codes.IDENTITY_INVALID,
+                    "The server reports another identity key for this account.",
+                )
+            return
+        contact = state["contacts"].get(name)
+        if contact is None:
+            state["contacts"][name] = {
+                "identity_key": _b64(identity_key),
+                "verified": False,
+            }
+            return
+        old = _unb64(contact["identity_key"])
+        if old == identity_key:
+            return
+        contact["identity_key"] = _b64(identity_key)
+        contact["verified"] = False
+        for key in [k for k in self._sessions if k.startswith(name + "/")]:
+            del self._sessions[key]
+        state["devices"].pop(name, None)
+        old_fp, new_fp = _key_fingerprint(old), _key_fingerprint(identity_key)
+        self._require_history().add(
+            HistoryEntry(
+                conversation=name,
+                kind="notice",
+                direction="in",
+                sender=name,
+                body=f"The identity key of {name} changed; compare the new "
+                "safety number before trusting this conversation.",
+                message_id=None,
+                server_seq=None,
+                server_time=_now_ms(),
+                sent_at=None,
+                state=None,
+            )
+        )
+        logger.warning("identity key of %s changed", name)
+        self._emit(
+            IDENTITY_CHANGED,
+            username=name,
+            old_fingerprint=old_fp,
+            new_fingerprint=new_fp,
+        )
+
+    def _contact(self, name: str, online: bool) -> Contact:
+        state = self._require_state()
+        contact = state["contacts"].get(name, {})
+        key = _unb64(contact["identity_key"]) if contact else b""
+        return Contact(
+            username=name,
+            online=online,
+            verified=bool(contact.get("verified")),
+            identity_fingerprint=_key_fingerprint(key) if key else "",
+        )
+
+    # Network helpers.
+
+    def _start_connection(self, timeout: float) -> None:
+        with self._lock:
+            if self._connection is not None:
+                return
+            address = self.profile.server
+            if address is None:
+                raise ClientError(
+                    codes.NO_SERVER,
+                    "No server is configured; pass --server HOST[:PORT].",
+                )
+            host, port = address
+            if self._trust.ensure_pinned(host, port, timeout):
+                self.profile.save()
+            self._connection = Connection(
+                host,
+                port,
+                self._trust,
+                on_push=lambda kind, fields: self._tasks.put(("push", kind, fields)),
+                on_state=lambda state, data: self._tasks.put(("state", state, data)),
+                connect_timeout=timeout,
+            )
+            self._connection.start()
+
+    def _request(self, kind: str, **fields: Any) -> dict[str, Any]:
+        connection = self._connection
+        if connection is None:
+            raise ClientError(codes.CONNECTION_FAILED, "Not connected to the server.")
+        return connection.request(kind, self.timeout, **fields)
+
+    def _emit(self, name: str, **data: Any) -> None:
+        self.events.put(Event(name, data))
+
+    # The worker thread.
+
+    def _work(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task[0] == "stop":
+                return
+            try:
+                self._handle_task(task)
+            except ClientError as exc:
+                logger.warning("background %s failed: %s", task[0], exc.code)
+                self._emit(ERROR, code=exc.code, message=exc.message)
+            except Exception as exc:
+                logger.exception("background %s failed", task[0])
+                self._emit(ERROR, code="internal_error", message=str(exc))
+
+    def _handle_task(self, task: tuple[Any, ...]) -> None:
+        kind = task[0]
+        if kind == "state":
+            self._handle_connection_state(task[1], task[2])
+        elif kind == "authenticated":
+            self._after_authenticated()
+        elif kind == "flush":
+            self._flush_outbox()
+        elif kind == "push":
+            self._handle_push(task[1], task[2])
+
+    def _handle_connection_state(self, state: str, data: dict[str, Any]) -> None:
+        if state != CONNECTED:
+            self._authenticated.clear()
+        self._emit(CONNECTION_STATE, state=state, **data)
+        if state == CONNECTED and self.logged_in and not self._authenticated.is_set():
+            if self._resume():
+                self._after_authenticated()
+
+    def _resume(self) -> bool:
+        with self._lock:
+            state = self._state
+            if state is None or state.get("token") is None:
+                return False
+            try:
+                reply = self._request(
+                    "resume",
+                    token=_unb64(state["token"]),
+                    device_id=self.profile.device_id,
+                )
+            except ClientError as exc:
+                if exc.code in _SESSION_ENDED:
+                    state["token"] = None
+                    self._save()
+                    self._session_error = ClientError(
+                        exc.code,
+                        "The saved session has ended (logged out, password changed "
+                        "or revoked); run login again.",
+                    )
+                    self._emit(SESSION_REVOKED, reason=exc.message)
+                return False
+            if reply["device_id"] is None:
+                logger.warning(
+                    "device %s was removed; registering a new one",
+                    self.profile.device_id,
+                )
+                self._register_device()
+            self._session_error = None
+            self._authenticated.set()
+            return True
+
+    def _after_authenticated(self) -> None:
+        self._maintain_prekeys()
+        with self._lock:
+            after = int(self._require_state()["last_seq"])
+        self._request("sync", after=after)
+        self._flush_outbox()
+
+    # Sending.
+
+    def _flush_outbox(self) -> None:
+        while self._authenticated.is_set():
+            with self._lock:
+                state = self._state
+                if state is None or not state["outbox"]:
+                    return
+                item = dict(state["outbox"][0])
+                try:
+                    reply = self._send_item(item)
+                except ClientError as exc:
+                    if exc.code not in _PERMANENT_SEND_ERRORS:
+                        logger.info("send of a queued message deferred: %s", exc.code)
+                        return
+                    self._finish_send(item, FAILED, error=exc.message)
+                    continue
+                self._finish_send(item, SENT, reply=reply)
+
+    def _finish_send(
+        self,
+        item: dict[str, Any],
+        outcome: str,
+        reply: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        state = self._require_state()
+        state["outbox"] = [
+            queued
+            for queued in state["outbox"]
+            if queued["message_id"] != item["message_id"]
+        ]
+        changes: dict[str, Any] = {"state": outcome}
+        if reply is not None:
+            changes["server_seq"] = reply["server_seq"]
+            changes["server_time"] = reply["server_time"]
+        self._require_history().update(item["message_id"], **changes)
+        self._save()
+        data: dict[str, Any] = {
+            "message_id": item["message_id"],
+            "conversation": item["to"],
+            "state": outcome,
+        }
+        if error is not None:
+            data["error"] = error
+        if reply is not None:
+            data["server_seq"] = reply["server_seq"]
+        self._emit(DELIVERY_UPDATED, **data)
+        result = SendResult(
+            item["message_id"],
+            outcome,
+            server_seq=None if reply is None else reply["server_seq"],
+            error=error,
+        )
+        with self._send_done:
+            self._send_outcomes[item["message_id"]] = result
+            self._send_done.notify_all()
+
+    def _send_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        me = self._require_username()
+        device_id = self.profile.device_id
+        assert device_id is not None and self._device is not None
+        to, message_id = item["to"], item["message_id"]
+        payload = json.dumps(
+            {
+                "kind": "text",
+                "body": item["body"],
+                "sent_at": item["sent_at"],
+                "message_id": message_id,
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode("utf-8")
+        key_material, sealed = e2e.seal_payload(
+            payload, e2e.payload_associated_data(me, device_id, to, message_id)
+        )
+        for user in (to, me):
+            if user not in self._require_state()["devices"]:
+                self._fetch_bundles(user)
+
+        for _attempt in range(MAX_SEND_ATTEMPTS):
+            envelopes = self._make_envelopes(to, message_id, key_material)
+            try:
+                return self._request(
+                    "send",
+                    message_id=message_id,
+                    to=to,
+                    payload=sealed,
+                    envelopes=envelopes,
+                )
+            except ClientError as exc:
+                if exc.code != "device_list_mismatch":
+                    raise
+                self._apply_mismatch(exc.details)
+            finally:
+                self._save()
+        raise ClientError(
+            "device_list_mismatch",
+            f"The device list of {to} kept changing; the message stays queued.",
+        )
+
+    def _make_envelopes(
+        self, to: str, message_id: str, key_material: bytes
+    ) -> list[dict[str, Any]]:
+        state = self._require_state()
+        me = self._require_username()
+        own_device = self.profile.device_id
+        assert self._device is not None and self._aik is not None
+        assert own_device is not None
+        envelopes = []
+        for user in dict.fromkeys((to, me)):
+            for device_id in state["devices"].get(user, []):
+                if user == me and device_id == own_device:
+                    continue
+                key = f"{user}/{device_id}"
+                if key not in self._sessions and key not in self._bundles:
+                    self._fetch_bundles(user)
+                ad = e2e.message_associated_data(
+                    me, own_device, user, device_id, to, message_id
+                )
+                body, session = e2e.encrypt_for_device(
+                    self._device,
+                    self._aik.public_bytes(),
+                    self._sessions.get(key),
+                    self._bundles.pop(key, None),
+                    key_material,
+                    ad,
+                )
+                self._sessions[key] = session
+                envelopes.append(
+                    {"username": user, "device_id": device_id, "body": body}
+                )
+        return envelopes
+
+    def _apply_mismatch(self, details: dict[str, Any]) -> None:
+        state = self._require_state()
+        refetch = set()
+        for item in details.get("missing", []):
+            user, device_id = item.get("username"), item.get("device_id")
+            if isinstance(user, str) and isinstance(device_id, int):
+                known = state["devices"].setdefault(user, [])
+                if device_id not in known:
+                    known.append(device_id)
+                refetch.add(user)
+        for item in details.get("extra", []):
+            user, device_id = item.get("username"), item.get("device_id")
+            if isinstance(user, str) and isinstance(device_id, int):
+                self._forget_device(user, device_id)
+        for user in refetch:
+            self._fetch_bundles(user)
+
+    def _forget_device(self, user: str, device_id: int) -> None:
+        state = self._require_state()
+        known = state["devices"].get(user, [])
+        if device_id in known:
+            known.remove(device_id)
+        self._sessions.pop(f"{user}/{device_id}", None)
+        self._bundles.pop(f"{user}/{device_id}", None)
+
+    def _fetch_bundles(self, user: str) -> None:
+        """Fetch and verify the prekey bundles of every active device of ``user``."""
+        reply = self._request("fetch_bundles", username=user)
+        self._check_identity(reply["username"], reply["identity_key"])
+        aik = reply["identity_key"]
+        device_ids = []
+        for device in reply["devices"]:
+            bundle = _bundle_from_reply(aik, device)
+            try:
+                _verify_bundle(bundle)
+            except CryptoError as exc:
+                raise ClientError(
+                    codes.IDENTITY_INVALID,
+                    f"Device {device['device_id']} of {user} has a key that its "
+                    "account identity key did not sign.",
+                ) from exc
+            device_ids.append(device["device_id"])
+            key = f"{user}/{device['device_id']}"
+            if key not in self._sessions:
+                self._bundles[key] = bundle
+        state = self._require_state()
+        for old in set(state["devices"].get(user, [])) - set(device_ids):
+            self._forget_device(user, old)
+        state["devices"][user] = device_ids
+
+    # Receiving.
+
+    def _handle_push(self, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "message":
+            self._receive_message(fields)
+        elif kind == "receipt":
+            self._receive_receipt(fields)
+        elif kind == "presence":
+            self._emit(
+                PRESENCE_CHANGED, username=fields["username"], online=fields["online"]
+            )
+        elif kind == "contact_added":
+            with self._lock:
+                if self._state is not None:
+                    self._check_identity(fields["username"], fields["identity_key"])
+                    self._save()
+            self._emit(
+                CONTACT_ADDED, username=fields["username"], online=fields["online"]
+            )
+        elif kind == "prekeys_low":
+            self._emit(PREKEYS_LOW, remaining=fields["remaining"])
+            with self._lock:
+                self._top_up_prekeys(fields["remaining"])
+        elif kind == "session_revoked":
+            with self._lock:
+                if self._state is not None:
+                    self._state["token"] = None
+                    self._save()
+                self._authenticated.clear()
+                self._session_error = ClientError(
+                    "invalid_session",
+                    f"The session was revoked ({fields['reason']}); log in again.",
+                )
+            self._emit(SESSION_REVOKED, reason=fields["reason"])
+
+    def _acknowledge(self, seq: int) -> None:
+        state = self._require_state()
+        if seq > state["last_seq"]:
+            state["last_seq"] = seq
+        self._save()
+        if self._connection is not None:
+            self._connection.send_nowait("ack", upto=seq)
+
+    def _receive_receipt(self, fields: dict[str, Any]) -> None:
+        with self._lock:
+            state = self._state
+            if state is None:
+                return
+            if fields["seq"] <= state["last_seq"]:
+                self._acknowledge(fields["seq"])
+                return
+            entry = self._require_history().find(fields["message_id"])
+            updated = False
+            if (
+                entry is not None
+                and entry.direction == "out"
+                and entry.state != DELIVERED
+            ):
+                self._require_history().update(fields["message_id"], state=DELIVERED)
+                updated = True
+            self._acknowledge(fields["seq"])
+        if updated and entry is not None:
+            self._emit(
+                DELIVERY_UPDATED,
+                message_id=fields["message_id"],
+                conversation=entry.conversation,
+                state=DELIVERED,
+            )
+
+    def _receive_message(self, fields: dict[str, Any]) -> None:
+        with self._lock:
+            state = self._state
+            if state is None:
+                return
+            seq, message_id = fields["seq"], fields["message_id"]
+            history = self._require_history()
+            if seq <= state["last_seq"] or history.contains(message_id):
+                self._acknowledge(seq)
+                return
+            me = self._require_username()
+            sender, sender_device = fields["from"], fields["from_device"]
+            conversation = fields["to"] if sender == me else sender
+            try:
+                payload = self._open_message(fields)
+            except (CryptoError, ClientError, ValueError, KeyError, TypeError) as exc:
+                logger.warning(
+                    "message %s from %s/%s did not decrypt: %s",
+                    message_id,
+                    sender,
+                    sender_device,
+                    type(exc).__name__,
+                )
+                history.add(
+                    HistoryEntry(
+                        conversation=conversation,
+                        kind="notice",
+                        direction="in",
+                        sender=sender,
+                        body=f"could not decrypt a message from {sender}",
+                        message_id=message_id,
+                        server_seq=fields["server_seq"],
+                        server_time=fields["server_time"],
+                        sent_at=None,
+                        state=None,
+                    )
+                )
+                self._acknowledge(seq)
+                event: tuple[str, dict[str, Any]] = (
+                    DECRYPT_FAILED,
+                    {
+                        "conversation": conversation,
+                        "sender": sender,
+                        "sender_device": sender_device,
+                        "message_id": message_id,
+                        "server_seq": fields["server_seq"],
+                    },
+                )
+            else:
+                entry = HistoryEntry(
+                    conversation=conversation,
+                    kind="text",
+                    direction="out" if sender == me else "in",
+                    sender=sender,
+                    body=payload["body"],
+                    message_id=message_id,
+                    server_seq=fields["server_seq"],
+                    server_time=fields["server_time"],
+                    sent_at=payload["sent_at"],
+                    state=SENT if sender == me else None,
+                )
+                history.add(entry)
+                self._acknowledge(seq)
+                event = (
+                    MESSAGE_RECEIVED,
+                    {
+                        "conversation": conversation,
+                        "sender": sender,
+                        "sender_device": sender_device,
+                        "body": payload["body"],
+                        "message_id": message_id,
+                        "server_seq": fields["server_seq"],
+                        "server_time": fields["server_time"],
+                        "sent_at": payload["sent_at"],
+                    },
+                )
+        self._emit(event[0], **event[1])
+
+    def _open_message(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Decrypt one pushed message and check its payload; raise on any failure."""
+        me = self._require_username()
+        own_device = self.profile.device_id
+        assert self._device is not None and own_device is not None
+        sender, sender_device = fields["from"], fields["from_device"]
+        message_id, to = fields["message_id"], fields["to"]
+        key = f"{sender}/{sender_device}"
+        ad = e2e.message_associated_data(
+            sender, sender_device, me, own_device, to, message_id
+        )
+        decrypted = e2e.decrypt_envelope(
+            self._device, self._sessions.get(key), fields["envelope"], ad
+        )
+        # The envelope authenticated, so the sender's ratchet moved on too:
+        # keep the session even if the payload turns out to be bad.
+        self._sessions[key] = decrypted.session
+        self._check_identity(sender, decrypted.sender_aik_public)
+        plaintext = e2e.open_payload(
+            decrypted.plaintext,
+            fields["payload"],
+            e2e.payload_associated_data(sender, sender_device, to, message_id),
+        )
+        payload = json.loads(plaintext.decode("utf-8"))
+        if not isinstance(payload, dict) or payload.get("kind") != "text":
+            raise ValueError("payload is not a text message")
+        if payload.get("message_id") != message_id:
+            raise ValueError("payload message id differs from the envelope's")
+        if not isinstance(payload.get("body"), str):
+            raise ValueError("payload body is not text")
+        if not isinstance(payload.get("sent_at"), int):
+            raise ValueError("payload sent_at is not an integer")
+        return payload
+
+
+def _bundle_from_reply(aik: bytes, device: dict[str, Any]) -> PreKeyBundle:
+    one_time = device.get("one_time_prekey")
+    return PreKeyBundle(
+        identity_key=device["identity_key"],
+        signed_prekey_id=device["signed_prekey"]["id"],
+        signed_prekey=device["signed_prekey"]["key"],
+        signed_prekey_signature=device["signed_prekey"]["signature"],
+        one_time_prekey_id=None if one_time is None else one_time["id"],
+        one_time_prekey=None if one_time is None else one_time["key"],
+        account_identity_key=aik,
+        device_signature=device["signature"],
+    )
+
+
+def _verify_bundle(bundle: PreKeyBundle) -> None:
+    """Raise SignatureError unless the AIK signed the device and signed prekey."""
+    verify_device_key(
+        bundle.account_identity_key, bundle.identity_key, bundle.device_signature
+    )
+    verify_prekey(
+        bundle.account_identity_key,
+        bundle.signed_prekey_id,
+        bundle.signed_prekey,
+        bundle.signed_prekey_signature,
+    )
+
+
+def _signed_prekey_fields(signed: Any) -> dict[str, Any]:
+    return {
+        "id": signed["prekey_id"],
+        "key": signed["public_key"],
+        "signature": signed["signature"],
+    }
+
+
+ConfirmCallback = Callable[[str, str], bool]
+__all__ = ["Client", "ClientError", "Contact", "SendResult", "format_server_address"]
