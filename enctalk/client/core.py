@@ -376,8 +376,10 @@ class Client:
         """
         name = _username(username)
         with self._lock:
-            self.connect()
             same_account = self.profile.username == name and self.profile.has_vault()
+            if not same_account:
+                self._check_profile_free(name)
+            self.connect()
             if same_account and self._state is None:
                 try:
                     self.unlock(password)

@@ -1,0 +1,535 @@
+"""Headless EncTalk commands over the client core.
+
+``python run_client.py [options] COMMAND ARGS``. With no command the GUI
+would start; it is not built yet, so :func:`main` says so and returns 2.
+Every error is one line on stderr and an exit code from :data:`EXIT_CODES`,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import queue
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+from enctalk.client.core import Client
+from enctalk.client.errors import ClientError
+from enctalk.client.history import HistoryEntry
+from enctalk.client.passwords import password_problem
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_QUEUED = 3
+EXIT_AUTH = 4
+EXIT_UNREACHABLE = 5
+EXIT_CERTIFICATE = 6
+EXIT_INTERRUPTED = 130
+
+_AUTH_CODES = frozenset(
+    {
+        "wrong_password",
+        "invalid_credentials",
+        "invalid_session",
+        "account_disabled",
+        "not_logged_in",
+        "invalid_reset_code",
+        "rate_limited",
+        "weak_password",
+    }
+)
+_UNREACHABLE_CODES = frozenset({"connection_failed", "timeout", "no_server"})
+_CERTIFICATE_CODES = frozenset({"certificate_changed", "certificate_rejected"})
+
+_FRIENDLY_MESSAGES = {
+    "invalid_credentials": "Wrong username or password.",
+    "username_taken": "That username is already taken; choose another.",
+    "invalid_reset_code": "The reset code is invalid, used or expired.",
+}
+
+DEFAULT_TIMEOUT = 15.0
+GUI_COMMAND = None  # set by the GUI package once it exists
+
+_EPILOG = """\
+The password comes from ENCTALK_PASSWORD, from the first line of standard
+input with --password-stdin, or from a prompt. passwd reads the new password
+from ENCTALK_NEW_PASSWORD, the second input line, or a prompt (twice);
+redeem-reset reads the new password the same way as the password, and an
+optional old password (to keep the identity key) from ENCTALK_OLD_PASSWORD
+or the second input line. Every command after register or login reuses the
+saved session, but unlocking the profile's encrypted data needs the password
+on each run.
+
+exit codes:
+  0  success
+  1  error (reported by the server or the client)
+  2  invalid command line, or no command (the GUI is not built yet)
+  3  send: the message is queued in the outbox, not yet acknowledged
+  4  wrong password, wrong credentials, weak password or ended session
+  5  cannot reach the server, or it did not answer in time
+  6  server certificate unknown and not accepted, or changed
+ 130 interrupted (Ctrl-C)
+"""
+
+
+class _CommandError(Exception):
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class _Passwords:
+    """Reads passwords from the environment, standard input or a prompt."""
+
+    def __init__(self, use_stdin: bool, stdin: TextIO) -> None:
+        self.use_stdin = use_stdin
+        self.stdin = stdin
+        self._lines_read = 0
+
+    def _stdin_line(self, required: bool) -> str | None:
+        line = self.stdin.readline()
+        self._lines_read += 1
+        if not line:
+            if required:
+                raise _CommandError(
+                    f"--password-stdin: line {self._lines_read} of standard input "
+                    "is missing.",
+                    EXIT_USAGE,
+                )
+            return None
+        return line.rstrip("\r\n")
+
+    def _prompt(self, prompt: str) -> str:
+        if not self.stdin.isatty():
+            raise _CommandError(
+                "No password given: standard input is not a terminal. Set "
+                "ENCTALK_PASSWORD or use --password-stdin.",
+                EXIT_USAGE,
+            )
+        return getpass.getpass(prompt)
+
+    def current(self) -> str:
+        value = os.environ.get("ENCTALK_PASSWORD")
+        if value is not None:
+            return value
+        if self.use_stdin:
+            line = self._stdin_line(required=True)
+            assert line is not None
+            return line
+        return self._prompt("Password: ")
+
+    def new(
+        self, env: str = "ENCTALK_NEW_PASSWORD", username: str | None = None
+    ) -> str:
+        value = os.environ.get(env)
+        if value is not None:
+            return value
+        if self.use_stdin:
+            line = self._stdin_line(required=True)
+            assert line is not None
+            return line
+        while True:
+            first = self._prompt("New password: ")
+            problem = password_problem(first, username)
+            if problem is not None:
+                print(problem, file=sys.stderr)
+                continue
+            if self._prompt("Repeat the new password: ") == first:
+                return first
+            print("The passwords differ; try again.", file=sys.stderr)
+
+    def optional(self, env: str) -> str | None:
+        value = os.environ.get(env)
+        if value is not None:
+            return value
+        if self.use_stdin:
+            return self._stdin_line(required=False)
+        return None
+
+
+def _confirm_server_prompt(stdin: TextIO) -> Callable[[str, str], bool]:
+    def confirm(address: str, fingerprint: str) -> bool:
+        if not stdin.isatty():
+            raise ClientError(
+                "certificate_rejected",
+                f"The server {address} is new, with certificate fingerprint "
+                f"{fingerprint}. Compare it with the one the server printed, then "
+                "rerun with --accept-new-server or --server-fingerprint "
+                f"{fingerprint}.",
+            )
+        print(f"The server {address} is not known yet.", file=sys.stderr)
+        print(f"Its certificate fingerprint is {fingerprint}.", file=sys.stderr)
+        print(
+            "Compare it with the fingerprint the server printed at its start.",
+            file=sys.stderr,
+        )
+        answer = input("Trust this server and remember it? [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    return confirm
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the command line."""
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common, argparse.SUPPRESS)
+
+    parser = argparse.ArgumentParser(
+        prog="run_client.py",
+        description="EncTalk end-to-end encrypted chat client (headless commands).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common_options(parser, None)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[common])
+
+    add("register", "create an account on the server").add_argument("username")
+    add("login", "log in, on a new profile also as a new device").add_argument(
+        "username"
+    )
+    add("logout", "end the saved session on the server")
+    add("passwd", "change the password")
+    reset = add("redeem-reset", "set a new password with an administrator's code")
+    reset.add_argument("username")
+    reset.add_argument("code")
+    add("add-contact", "add a contact (mutual)").add_argument("user")
+    add("contacts", "list contacts with presence and verification")
+    send = add("send", "send a text message and wait for the server's ack")
+    send.add_argument("user")
+    send.add_argument("text")
+    add("listen", "print events as JSON lines until --timeout or Ctrl-C")
+    history = add("history", "print the local conversation with a user")
+    history.add_argument("user")
+    history.add_argument("--json", action="store_true", help="one JSON object a line")
+    history.add_argument("--limit", type=int, help="only the newest N lines")
+    add("safety-number", "print the safety number with a contact").add_argument("user")
+    add("verify", "mark a contact's safety number as compared").add_argument("user")
+    add("devices", "list the account's devices")
+    remove = add("remove-device", "remove one of the account's devices")
+    remove.add_argument("device_id", type=int)
+    return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    def value(normal: Any) -> Any:
+        return normal if default is None else default
+
+    parser.add_argument(
+        "--profile",
+        default=value(None),
+        metavar="DIR",
+        help="profile directory (default: the platform's user data directory)",
+    )
+    parser.add_argument(
+        "--server",
+        default=value(None),
+        metavar="HOST[:PORT]",
+        help="server address, saved in the profile; default port 5443, "
+        "IPv6 in brackets",
+    )
+    parser.add_argument(
+        "--accept-new-server",
+        action="store_true",
+        default=value(False),
+        help="pin an unknown server certificate without asking",
+    )
+    parser.add_argument(
+        "--server-fingerprint",
+        default=value(None),
+        metavar="SHA256:...",
+        help="pin an unknown server certificate only if it has this fingerprint",
+    )
+    parser.add_argument(
+        "--system-trust",
+        action="store_true",
+        default=value(False),
+        help="verify a CA-signed server certificate with the system's trust store "
+        "instead of pinning",
+    )
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        default=value(False),
+        help="read the password (and a second one where needed) from stdin lines",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=value(None),
+        metavar="SECONDS",
+        help=f"seconds to wait for the server (default {DEFAULT_TIMEOUT:g}); "
+        "for listen, how long to listen (default: until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=value(False),
+        help="log progress to stderr",
+    )
+
+
+def _exit_code(error: ClientError) -> int:
+    if error.code in _CERTIFICATE_CODES:
+        return EXIT_CERTIFICATE
+    if error.code in _UNREACHABLE_CODES:
+        return EXIT_UNREACHABLE
+    if error.code in _AUTH_CODES:
+        return EXIT_AUTH
+    return EXIT_ERROR
+
+
+def _error_text(error: ClientError) -> str:
+    text = _FRIENDLY_MESSAGES.get(error.code, error.message)
+    if error.code == "rate_limited" and error.retry_after:
+        text = f"Too many attempts; try again in {error.retry_after} s."
+    return " ".join(text.split())
+
+
+def _format_time(ms: int | None) -> str:
+    if ms is None:
+        return "--"
+    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _format_entry(entry: HistoryEntry) -> str:
+    when = _format_time(entry.server_time or entry.sent_at)
+    if entry.kind == "notice":
+        return f"[{when}] * {entry.body}"
+    state = f" ({entry.state})" if entry.direction == "out" and entry.state else ""
+    return f"[{when}] {entry.sender}: {entry.body}{state}"
+
+
+class _Runner:
+    """Runs one command with its Client; each method returns an exit code."""
+
+    def __init__(self, args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
+        self.args = args
+        self.stdout = stdout
+        self.passwords = _Passwords(args.password_stdin, stdin)
+        self.timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+        self.client = Client(
+            args.profile,
+            server=args.server,
+            accept_new_server=args.accept_new_server,
+            server_fingerprint=args.server_fingerprint,
+            confirm_server=_confirm_server_prompt(stdin),
+            use_system_trust=args.system_trust,
+            timeout=self.timeout,
+        )
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stdout, flush=True)
+
+    def unlock(self) -> None:
+        self.client.unlock(self.passwords.current())
+
+    def online(self) -> None:
+        self.unlock()
+        self.client.wait_ready(self.timeout)
+
+    def cmd_register(self) -> int:
+        password = self.passwords.new("ENCTALK_PASSWORD", self.args.username)
+        name = self.client.register(self.args.username, password)
+        self.say(f"Registered {name} as device {self.client.device_id}.")
+        return EXIT_OK
+
+    def cmd_login(self) -> int:
+        name = self.client.login(self.args.username, self.passwords.current())
+        self.say(f"Logged in as {name} on device {self.client.device_id}.")
+        return EXIT_OK
+
+    def cmd_logout(self) -> int:
+        self.unlock()
+        try:
+            self.client.wait_ready(self.timeout)
+        except ClientError:
+            pass  # Forget the token locally even when the server is unreachable.
+        self.client.logout()
+        self.say("Logged out.")
+        return EXIT_OK
+
+    def cmd_passwd(self) -> int:
+        old = self.passwords.current()
+        self.client.unlock(old)
+        self.client.wait_ready(self.timeout)
+        new = self.passwords.new(username=self.client.username)
+        self.client.change_password(old, new)
+        self.say("Password changed; every other session of the account has ended.")
+        return EXIT_OK
+
+    def cmd_redeem_reset(self) -> int:
+        new = self.passwords.new("ENCTALK_PASSWORD", self.args.username)
+        old = self.passwords.optional("ENCTALK_OLD_PASSWORD")
+        kept = self.client.redeem_reset(self.args.username, self.args.code, new, old)
+        if kept:
+            self.say("Password reset; the identity key was kept.")
+        else:
+            self.say(
+                "Password reset with a new identity key: contacts will see a "
+                "safety number change."
+            )
+        return EXIT_OK
+
+    def cmd_add_contact(self) -> int:
+        self.online()
+        contact = self.client.add_contact(self.args.user)
+        presence = "online" if contact.online else "offline"
+        self.say(f"Added {contact.username} ({presence}).")
+        return EXIT_OK
+
+    def cmd_contacts(self) -> int:
+        self.online()
+        contacts = self.client.contacts()
+        if not contacts:
+            self.say("No contacts yet; add one with add-contact USER.")
+        for contact in contacts:
+            presence = "online" if contact.online else "offline"
+            verified = "verified" if contact.verified else "not verified"
+            self.say(f"{contact.username}\t{presence}\t{verified}")
+        return EXIT_OK
+
+    def cmd_send(self) -> int:
+        self.unlock()
+        reason = None
+        try:
+            self.client.start()
+        except ClientError as exc:
+            if exc.code in _CERTIFICATE_CODES:
+                raise
+            reason = _error_text(exc)
+        result = self.client.send_text(self.args.user, self.args.text, self.timeout)
+        if result.state == "sent":
+            self.say(f"Sent (message {result.message_id}).")
+            return EXIT_OK
+        if result.state == "failed":
+            raise _CommandError(f"Not sent: {result.error}", EXIT_ERROR)
+        if reason is None:
+            connection = self.client._connection
+            error = connection.last_error if connection is not None else None
+            reason = _error_text(error) if error else "no acknowledgement in time"
+        self.say(
+            f"Queued in the outbox (message {result.message_id}): {reason} "
+            "It goes out with the next command that connects."
+        )
+        return EXIT_QUEUED
+
+    def cmd_listen(self) -> int:
+        self.unlock()
+        self.client.connect(DEFAULT_TIMEOUT if self.args.timeout is None else None)
+        deadline = (
+            None if self.args.timeout is None else time.monotonic() + self.timeout
+        )
+        while True:
+            wait = 0.5 if deadline is None else deadline - time.monotonic()
+            if wait <= 0:
+                return EXIT_OK
+            try:
+                event = self.client.events.get(timeout=min(wait, 0.5))
+            except queue.Empty:
+                continue
+            self.say(json.dumps(event.to_dict(), ensure_ascii=False, sort_keys=True))
+
+    def cmd_history(self) -> int:
+        self.unlock()
+        entries = self.client.history(self.args.user, self.args.limit)
+        for entry in entries:
+            if self.args.json:
+                self.say(
+                    json.dumps(entry.to_dict(), ensure_ascii=False, sort_keys=True)
+                )
+            else:
+                self.say(_format_entry(entry))
+        return EXIT_OK
+
+    def cmd_safety_number(self) -> int:
+        self.unlock()
+        if self.client.logged_in:
+            try:
+                self.client.wait_ready(self.timeout)
+            except ClientError:
+                pass  # A pinned identity key is enough without the server.
+        self.say(self.client.safety_number(self.args.user))
+        return EXIT_OK
+
+    def cmd_verify(self) -> int:
+        self.unlock()
+        self.client.mark_verified(self.args.user)
+        self.say(f"Marked the safety number with {self.args.user} as verified.")
+        return EXIT_OK
+
+    def cmd_devices(self) -> int:
+        self.online()
+        for device in self.client.devices():
+            marks = []
+            if device["current"]:
+                marks.append("this device")
+            if device["stale"]:
+                marks.append("stale")
+            suffix = f" ({', '.join(marks)})" if marks else ""
+            self.say(
+                f"{device['device_id']}\t{device['name']}\t"
+                f"last seen {_format_time(device['last_seen'])}{suffix}"
+            )
+        return EXIT_OK
+
+    def cmd_remove_device(self) -> int:
+        self.online()
+        self.client.remove_device(self.args.device_id)
+        self.say(f"Removed device {self.args.device_id}.")
+        return EXIT_OK
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> int:
+    """Run one command line; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        if GUI_COMMAND is not None:
+            return int(GUI_COMMAND(args))
+        print(
+            "The EncTalk GUI is not built yet; run a command, for example "
+            "'run_client.py --help'.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+
+    runner: _Runner | None = None
+    try:
+        runner = _Runner(args, stdin or sys.stdin, stdout or sys.stdout)
+        handler = getattr(runner, "cmd_" + args.command.replace("-", "_"))
+        return int(handler())
+    except ClientError as exc:
+        print(f"error: {_error_text(exc)}", file=sys.stderr)
+        return _exit_code(exc)
+    except _CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED if args.command != "listen" else EXIT_OK
+    except Exception as exc:  # A user never sees a traceback.
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        print(f"error: internal error ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if runner is not None:
+            runner.client.close()
