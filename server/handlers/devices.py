@@ -1,0 +1,155 @@
+"""Devices and prekeys: register_device, upload_prekeys, fetch_bundles, lists.
+
+The server stores device keys and signatures as given. It cannot check
+the AIK's signatures because their signed message format belongs to the
+clients; the fetching client verifies them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from enctalk.protocol import InvalidUsername, canonical_username, errors, make_push
+from server.handlers.base import (
+    HandlerError,
+    Outcome,
+    Request,
+    Services,
+    Session,
+    now_ms,
+    require_device,
+    require_session,
+)
+
+logger = logging.getLogger(__name__)
+
+# A device holding fewer one-time prekeys than this is asked to upload more.
+PREKEYS_LOW = 20
+
+
+def _signed_prekey(value: dict[str, Any]) -> tuple[int, bytes, bytes]:
+    return value["id"], value["key"], value["signature"]
+
+
+def _one_time_prekeys(values: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
+    return [(item["id"], item["key"]) for item in values]
+
+
+def prekeys_low_frame(services: Services, remaining: int) -> bytes:
+    return services.encode(make_push("prekeys_low", remaining=remaining))
+
+
+def register_device(services: Services, request: Request) -> Outcome:
+    session = require_session(request)
+    fields = request.fields
+    device_id = services.store.create_device(
+        session.user_id,
+        fields["name"],
+        fields["identity_key"],
+        fields["signature"],
+        _signed_prekey(fields["signed_prekey"]),
+        _one_time_prekeys(fields["one_time_prekeys"]),
+        session.token_hash,
+        now_ms(),
+    )
+    logger.info("user %s registered device %d", session.username, device_id)
+    return Outcome(
+        reply={"device_id": device_id},
+        session_changed=True,
+        session=Session(
+            session.user_id, session.username, device_id, session.token_hash
+        ),
+    )
+
+
+def upload_prekeys(services: Services, request: Request) -> Outcome:
+    _, device_id = require_device(request)
+    fields = request.fields
+    signed = fields["signed_prekey"]
+    held = services.store.upload_prekeys(
+        device_id,
+        None if signed is None else _signed_prekey(signed),
+        _one_time_prekeys(fields["one_time_prekeys"]),
+    )
+    return Outcome(reply={"one_time_prekeys": held})
+
+
+def fetch_bundles(services: Services, request: Request) -> Outcome:
+    session = require_session(request)
+    try:
+        username = canonical_username(request.fields["username"])
+    except InvalidUsername as exc:
+        raise HandlerError(errors.INVALID_USERNAME, str(exc)) from exc
+    user = services.store.user_by_name(username)
+    if user is None:
+        raise HandlerError(errors.USER_NOT_FOUND, f"There is no user {username}.")
+    bundles = services.store.take_bundles(
+        user.id, session.device_id, services.active_since
+    )
+    devices = []
+    outcome = Outcome()
+    for bundle in bundles:
+        one_time = None
+        if bundle.one_time_prekey is not None:
+            one_time = {
+                "id": bundle.one_time_prekey[0],
+                "key": bundle.one_time_prekey[1],
+            }
+        devices.append(
+            {
+                "device_id": bundle.device_id,
+                "identity_key": bundle.identity_key,
+                "signature": bundle.signature,
+                "signed_prekey": {
+                    "id": bundle.signed_prekey_id,
+                    "key": bundle.signed_prekey,
+                    "signature": bundle.signed_prekey_signature,
+                },
+                "one_time_prekey": one_time,
+            }
+        )
+        if bundle.remaining < PREKEYS_LOW:
+            outcome.device_frames.append(
+                (bundle.device_id, prekeys_low_frame(services, bundle.remaining))
+            )
+    outcome.reply = {
+        "username": user.username,
+        "identity_key": user.identity_key,
+        "devices": devices,
+    }
+    return outcome
+
+
+def list_devices(services: Services, request: Request) -> Outcome:
+    session = require_session(request)
+    active_since = services.active_since
+    devices = [
+        {
+            "device_id": device.id,
+            "name": device.name,
+            "created": device.created,
+            "last_seen": device.last_seen,
+            "stale": device.last_seen < active_since,
+            "current": device.id == session.device_id,
+        }
+        for device in services.store.list_devices(session.user_id)
+    ]
+    return Outcome(reply={"devices": devices})
+
+
+def remove_device(services: Services, request: Request) -> Outcome:
+    session = require_session(request)
+    device_id = request.fields["device_id"]
+    if not services.store.remove_device(session.user_id, device_id):
+        raise HandlerError(
+            errors.DEVICE_NOT_FOUND, f"Device {device_id} is not one of your devices."
+        )
+    logger.info("user %s removed device %d", session.username, device_id)
+    outcome = Outcome(reply={}, removed_devices=[device_id])
+    if device_id == session.device_id:
+        outcome.session_changed = True
+        outcome.session = Session(
+            session.user_id, session.username, None, session.token_hash
+        )
+    return outcome

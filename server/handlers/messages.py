@@ -1,0 +1,268 @@
+"""Messages and queues: send, sync and ack.
+
+A ``send`` is committed (message row plus one queue row per envelope) in
+one transaction before the reply, so an acknowledged message survives a
+restart. Each device queue has its own increasing ``seq``; ``ack`` deletes
+rows up to a ``seq`` and queues receipts for the senders' devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import sqlite3
+from typing import Any
+
+from enctalk.protocol import InvalidUsername, canonical_username, errors, make_push
+from server.handlers.base import (
+    HandlerError,
+    Outcome,
+    Request,
+    Services,
+    now_ms,
+    require_device,
+)
+from server.handlers.devices import PREKEYS_LOW, prekeys_low_frame
+from server.store import QueueItem
+
+logger = logging.getLogger(__name__)
+
+# One part of a sync pushes at most this many items; the byte budget per
+# part is half the output soft limit, so a long queue never pushes the
+# connection over its hard limit.
+SYNC_BATCH_ITEMS = 200
+# Room for the fields of a message push besides payload and envelope.
+MESSAGE_PUSH_OVERHEAD = 512
+
+
+def _b64_length(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+def queue_item_frame(item: QueueItem) -> dict[str, Any] | None:
+    """Build the push for one queue row; ``None`` if its payload is gone."""
+    if item.kind == "receipt":
+        return make_push(
+            "receipt",
+            seq=item.seq,
+            message_id=item.message_id,
+            username=item.receipt_user,
+            device_id=item.receipt_device,
+        )
+    if item.payload is None or item.envelope is None:
+        return None
+    return make_push(
+        "message",
+        seq=item.seq,
+        message_id=item.message_id,
+        from_=item.sender,
+        from_device=item.sender_device,
+        to=item.recipient,
+        server_seq=item.server_seq,
+        server_time=item.server_time,
+        payload=item.payload,
+        envelope=item.envelope,
+    )
+
+
+def _address(username: str, device_id: int) -> dict[str, Any]:
+    return {"username": username, "device_id": device_id}
+
+
+def _send_reply(
+    message_id: str, server_seq: int, server_time: int, duplicate: bool
+) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "server_seq": server_seq,
+        "server_time": server_time,
+        "duplicate": duplicate,
+    }
+
+
+def _duplicate(
+    services: Services, request: Request, recipient_id: int, payload_hash: bytes
+) -> Outcome | None:
+    """Return the reply to a resend of a stored message, or ``None``."""
+    session = request.session
+    assert session is not None
+    message_id = request.fields["message_id"]
+    stored = services.store.find_message(session.user_id, message_id)
+    if stored is None:
+        return None
+    server_seq, server_time, stored_recipient, stored_hash = stored
+    if stored_recipient != recipient_id or stored_hash != payload_hash:
+        raise HandlerError(
+            errors.MESSAGE_ID_CONFLICT,
+            f"Message id {message_id} was already used for a different message.",
+        )
+    return Outcome(reply=_send_reply(message_id, server_seq, server_time, True))
+
+
+def _check_envelopes(
+    services: Services,
+    request: Request,
+    recipient_id: int,
+    recipient_name: str,
+) -> list[tuple[int, bytes]]:
+    """Match the envelopes to the expected devices; return ``(device_id, body)``."""
+    session, own_device = require_device(request)
+    active_since = services.active_since
+    expected = {
+        (recipient_name, device_id)
+        for device_id in services.store.active_devices(recipient_id, active_since)
+    }
+    expected |= {
+        (session.username, device_id)
+        for device_id in services.store.active_devices(session.user_id, active_since)
+        if device_id != own_device
+    }
+    given: dict[tuple[str, int], bytes] = {}
+    extra: list[dict[str, Any]] = []
+    for envelope in request.fields["envelopes"]:
+        try:
+            username = canonical_username(envelope["username"])
+        except InvalidUsername:
+            username = envelope["username"]
+        address = (username, envelope["device_id"])
+        if address in given or address not in expected:
+            extra.append(_address(*address))
+            continue
+        given[address] = envelope["body"]
+    missing = [_address(*address) for address in sorted(expected - given.keys())]
+    if missing or extra:
+        raise HandlerError(
+            errors.DEVICE_LIST_MISMATCH,
+            "The envelopes do not match the recipients' devices; "
+            "fetch the bundles again.",
+            details={"missing": missing, "extra": extra},
+        )
+    return [(address[1], body) for address, body in given.items()]
+
+
+def send(services: Services, request: Request) -> Outcome:
+    session, own_device = require_device(request)
+    fields = request.fields
+    try:
+        to = canonical_username(fields["to"])
+    except InvalidUsername as exc:
+        raise HandlerError(errors.INVALID_USERNAME, str(exc)) from exc
+    recipient = services.store.user_by_name(to)
+    if recipient is None:
+        raise HandlerError(errors.USER_NOT_FOUND, f"There is no user {to}.")
+    payload: bytes = fields["payload"]
+    payload_hash = hashlib.sha256(payload).digest()
+    duplicate = _duplicate(services, request, recipient.id, payload_hash)
+    if duplicate is not None:
+        return duplicate
+    if recipient.id == session.user_id or not services.store.is_contact(
+        session.user_id, recipient.id
+    ):
+        raise HandlerError(errors.NOT_A_CONTACT, f"{to} is not one of your contacts.")
+    largest_envelope = max((len(e["body"]) for e in fields["envelopes"]), default=0)
+    push_size = (
+        _b64_length(len(payload))
+        + _b64_length(largest_envelope)
+        + MESSAGE_PUSH_OVERHEAD
+    )
+    if push_size > services.config.max_frame_size:
+        raise HandlerError(
+            errors.FRAME_TOO_LARGE,
+            "The message is too large to deliver within the maximum frame size of "
+            f"{services.config.max_frame_size} bytes.",
+        )
+    envelopes = _check_envelopes(services, request, recipient.id, recipient.username)
+    message_id = fields["message_id"]
+    now = now_ms()
+    try:
+        server_seq, queued = services.store.store_message(
+            session.user_id,
+            own_device,
+            message_id,
+            recipient.id,
+            payload,
+            payload_hash,
+            envelopes,
+            now,
+        )
+    except sqlite3.IntegrityError:
+        # Another worker stored the same message id first.
+        duplicate = _duplicate(services, request, recipient.id, payload_hash)
+        if duplicate is None:
+            raise
+        return duplicate
+    bodies = dict(envelopes)
+    outcome = Outcome(reply=_send_reply(message_id, server_seq, now, False))
+    for device_id, seq in queued:
+        push = make_push(
+            "message",
+            seq=seq,
+            message_id=message_id,
+            from_=session.username,
+            from_device=own_device,
+            to=recipient.username,
+            server_seq=server_seq,
+            server_time=now,
+            payload=payload,
+            envelope=bodies[device_id],
+        )
+        outcome.queue_pushes.append((device_id, seq, services.encode(push)))
+    return outcome
+
+
+def sync(services: Services, request: Request) -> Outcome:
+    _, device_id = require_device(request)
+    after = request.fields["after"]
+    if not request.fields.get("continued"):
+        services.store.touch_device(device_id, now_ms())
+    items = services.store.queue_items(device_id, after, SYNC_BATCH_ITEMS)
+    budget = max(services.config.output_soft_limit // 2, 1)
+    outcome = Outcome()
+    size = 0
+    highest = after
+    for item in items:
+        frame = queue_item_frame(item)
+        highest = item.seq
+        if frame is None:
+            logger.warning(
+                "queue item %d of device %d has no payload", item.seq, device_id
+            )
+            continue
+        data = services.encode(frame)
+        outcome.before.append(data)
+        size += len(data)
+        if size >= budget:
+            break
+    outcome.highest_seq = highest
+    if items and (highest != items[-1].seq or len(items) == SYNC_BATCH_ITEMS):
+        fields = dict(request.fields, after=highest, continued=True)
+        outcome.continuation = dataclasses.replace(request, fields=fields)
+        return outcome
+    outcome.reply = {"last": services.store.last_seq(device_id)}
+    remaining = services.store.prekey_count(device_id)
+    if remaining < PREKEYS_LOW:
+        outcome.after.append(prekeys_low_frame(services, remaining))
+    return outcome
+
+
+def ack(services: Services, request: Request) -> Outcome:
+    session, device_id = require_device(request)
+    receipts = services.store.acknowledge(
+        device_id,
+        session.username,
+        request.fields["upto"],
+        session.user_id,
+        services.active_since,
+    )
+    outcome = Outcome(reply={})
+    for target, seq, message_id in receipts:
+        push = make_push(
+            "receipt",
+            seq=seq,
+            message_id=message_id,
+            username=session.username,
+            device_id=device_id,
+        )
+        outcome.queue_pushes.append((target, seq, services.encode(push)))
+    return outcome

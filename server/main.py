@@ -1,0 +1,132 @@
+"""Command line of ``run_server.py``: run the server, or an admin command.
+
+Every :class:`~server.config.ServerConfig` field is also a flag
+(``max_frame_size`` is ``--max-frame-size``); flags override the
+``--config`` TOML file, which overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from server.admin import run_admin
+from server.app import Server
+from server.certs import CertificateError
+from server.config import (
+    LOG_LEVELS,
+    ConfigError,
+    build_config,
+    default_data_dir,
+    setting_fields,
+)
+from server.store import StoreError
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "Path | None": Path}
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    for config_field in setting_fields():
+        flag = "--" + config_field.name.replace("_", "-")
+        default = config_field.default
+        if config_field.name == "data_dir":
+            default = default_data_dir()
+        help_text = config_field.metadata["help"]
+        if default is not None and default != "":
+            help_text += f" (default: {default})"
+        kind = _TYPES[str(config_field.type)]
+        options: dict[str, Any] = {"default": None, "help": help_text, "type": kind}
+        if config_field.name == "log_level":
+            options["choices"] = LOG_LEVELS
+            options["type"] = str.upper
+        parser.add_argument(flag, **options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_server.py",
+        description="Run the EncTalk chat server, or manage its accounts.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="TOML file of settings (the keys are the long option names with _); "
+        "flags override it",
+    )
+    _add_setting_flags(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    admin = commands.add_parser(
+        "admin",
+        help="manage accounts in the data directory (the server may be running)",
+        description="Manage accounts in the data directory of a server; "
+        "the server may be running.",
+    )
+    admin.add_argument(
+        "--data-dir", type=Path, default=argparse.SUPPRESS, help="server data directory"
+    )
+    admin.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help="server TOML file"
+    )
+    actions = admin.add_subparsers(
+        dest="admin_command", metavar="ACTION", required=True
+    )
+    actions.add_parser("list-users", help="list accounts with their devices and flags")
+    for name, help_text in (
+        ("reset-password", "print a one-time reset code and end the user's sessions"),
+        ("disable", "block logins and end the user's live connections"),
+        ("enable", "allow logins again"),
+    ):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument("username", metavar="USER")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``run_server.py``; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides = {item.name: getattr(args, item.name, None) for item in setting_fields()}
+    try:
+        config = build_config(args.config, overrides)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=config.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    if args.command == "admin":
+        return run_admin(
+            args.admin_command,
+            getattr(args, "username", None),
+            config.resolved_data_dir(),
+        )
+    try:
+        return _serve(config)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(config: Any) -> int:
+    server = Server(config)
+    try:
+        server.prepare()
+    except (CertificateError, StoreError, OSError) as exc:
+        logger.error("cannot start the server: %s", exc)
+        print(f"error: cannot start the server: {exc}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, frame: object) -> None:
+        logger.info("received %s, stopping", signal.Signals(signum).name)
+        server.request_stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"data directory: {server.data_dir}")
+    print(f"certificate fingerprint: {server.fingerprint}")
+    print(f"listening on {server.display_host}:{server.port}", flush=True)
+    server.serve_forever()
+    return 0

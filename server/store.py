@@ -1,0 +1,940 @@
+"""SQLite storage of accounts, devices, contacts and message queues.
+
+Connections: each worker thread (and the admin command) opens its own
+``sqlite3`` connection to the same file. WAL mode lets readers run while
+one writer commits, and every transaction that may write starts with
+``BEGIN IMMEDIATE``, so it takes the write lock up front and waits for it
+(``busy_timeout``) instead of failing when a read snapshot would have to
+be upgraded. bcrypt never runs inside a transaction, so the write lock is
+held only for the SQL itself. This is simpler than one writer connection
+behind a lock and also covers the admin command, a separate process.
+
+Durability: ``synchronous=FULL`` makes every commit durable at once, and
+handlers reply to a ``send`` only after its commit returns, so an
+acknowledged message survives a crash or power loss.
+
+Times are integer milliseconds since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+DATABASE_FILE_NAME = "enctalk.sqlite3"
+BUSY_TIMEOUT_MS = 10_000
+# A device holds at most this many one-time prekeys; extra uploads are
+# dropped and the upload reply reports the number held.
+MAX_HELD_PREKEYS = 1000
+
+_SCHEMA = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    auth_hash BLOB NOT NULL,
+    identity_key BLOB NOT NULL,
+    backup BLOB NOT NULL,
+    backup_stale INTEGER NOT NULL DEFAULT 0,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL
+);
+CREATE TABLE devices (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    name TEXT NOT NULL,
+    identity_key BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    signed_prekey_id INTEGER NOT NULL,
+    signed_prekey BLOB NOT NULL,
+    signed_prekey_signature BLOB NOT NULL,
+    created INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    removed INTEGER NOT NULL DEFAULT 0,
+    queue_seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX devices_by_user ON devices(user_id);
+CREATE TABLE sessions (
+    token_hash BLOB PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    device_id INTEGER REFERENCES devices(id),
+    created INTEGER NOT NULL,
+    last_used INTEGER NOT NULL
+);
+CREATE INDEX sessions_by_user ON sessions(user_id);
+CREATE TABLE one_time_prekeys (
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    key_id INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    PRIMARY KEY (device_id, key_id)
+) WITHOUT ROWID;
+CREATE TABLE contacts (
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    contact_id INTEGER NOT NULL REFERENCES users(id),
+    created INTEGER NOT NULL,
+    PRIMARY KEY (user_id, contact_id)
+) WITHOUT ROWID;
+CREATE TABLE messages (
+    server_seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    sender_user INTEGER NOT NULL REFERENCES users(id),
+    sender_device INTEGER NOT NULL REFERENCES devices(id),
+    message_id TEXT NOT NULL,
+    recipient INTEGER NOT NULL REFERENCES users(id),
+    payload BLOB,
+    payload_hash BLOB NOT NULL,
+    server_time INTEGER NOT NULL,
+    UNIQUE (sender_user, message_id)
+);
+CREATE TABLE queue (
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('message', 'receipt')),
+    server_seq INTEGER NOT NULL REFERENCES messages(server_seq),
+    envelope BLOB,
+    receipt_user TEXT,
+    receipt_device INTEGER,
+    PRIMARY KEY (device_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX queue_by_message ON queue(server_seq);
+CREATE TABLE login_failures (
+    key TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    last INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE reset_codes (
+    user_id INTEGER PRIMARY KEY REFERENCES users(id),
+    code_hash BLOB NOT NULL,
+    expires INTEGER NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """The database cannot be opened or has an unknown schema version."""
+
+
+class UsernameTaken(Exception):
+    """A user with this canonical username exists already."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    auth_hash: bytes
+    identity_key: bytes
+    backup: bytes
+    backup_stale: bool
+    disabled: bool
+    created: int
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    id: int
+    name: str
+    created: int
+    last_seen: int
+
+
+@dataclass(frozen=True)
+class Bundle:
+    device_id: int
+    identity_key: bytes
+    signature: bytes
+    signed_prekey_id: int
+    signed_prekey: bytes
+    signed_prekey_signature: bytes
+    one_time_prekey: tuple[int, bytes] | None
+    remaining: int
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One row of a device queue, joined with its message."""
+
+    device_id: int
+    seq: int
+    kind: str
+    message_id: str
+    sender: str
+    sender_device: int
+    recipient: str
+    server_seq: int
+    server_time: int
+    payload: bytes | None
+    envelope: bytes | None
+    receipt_user: str | None
+    receipt_device: int | None
+
+
+# Interpolated into queries below; a constant, never user input.
+_USER_COLUMNS = (
+    "id, username, auth_hash, identity_key, backup, backup_stale, disabled, created"
+)
+
+_QUEUE_SELECT = """
+SELECT q.device_id, q.seq, q.kind, m.message_id, s.username, m.sender_device,
+       r.username, m.server_seq, m.server_time, m.payload, q.envelope,
+       q.receipt_user, q.receipt_device
+FROM queue q
+JOIN messages m ON m.server_seq = q.server_seq
+JOIN users s ON s.id = m.sender_user
+JOIN users r ON r.id = m.recipient
+"""
+
+
+def _user(row: Any) -> User | None:
+    if row is None:
+        return None
+    return User(
+        id=row[0],
+        username=row[1],
+        auth_hash=bytes(row[2]),
+        identity_key=bytes(row[3]),
+        backup=bytes(row[4]),
+        backup_stale=bool(row[5]),
+        disabled=bool(row[6]),
+        created=row[7],
+    )
+
+
+def _queue_item(row: Any) -> QueueItem:
+    return QueueItem(
+        device_id=row[0],
+        seq=row[1],
+        kind=row[2],
+        message_id=row[3],
+        sender=row[4],
+        sender_device=row[5],
+        recipient=row[6],
+        server_seq=row[7],
+        server_time=row[8],
+        payload=None if row[9] is None else bytes(row[9]),
+        envelope=None if row[10] is None else bytes(row[10]),
+        receipt_user=row[11],
+        receipt_device=row[12],
+    )
+
+
+class Store:
+    """The server database; safe to share between threads.
+
+    Each thread gets its own connection on first use. Every method blocks
+    on SQLite I/O and, for writes, on the database write lock, so call
+    them from worker threads, never from the event loop.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._migrate()
+
+    @classmethod
+    def open_in(cls, data_dir: Path) -> Store:
+        """Open (or create) the database file in ``data_dir``."""
+        return cls(data_dir / DATABASE_FILE_NAME)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        return db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def close(self) -> None:
+        """Close every thread's connection; call after the workers stopped."""
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Run a write transaction: ``BEGIN IMMEDIATE``, then commit or roll back."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return
+            if version != 0:
+                raise StoreError(
+                    f"database {self.path} has schema version {version}, but this "
+                    f"server knows only version {SCHEMA_VERSION}"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # Users
+
+    def user_by_name(self, username: str) -> User | None:
+        row = self.db.execute(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?",  # noqa: S608
+            (username,),
+        ).fetchone()
+        return _user(row)
+
+    def user_by_id(self, user_id: int) -> User | None:
+        row = self.db.execute(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?",  # noqa: S608
+            (user_id,),
+        ).fetchone()
+        return _user(row)
+
+    def list_users(self) -> list[tuple[User, int, int]]:
+        """Return every user with their counts of active devices and sessions."""
+        rows = self.db.execute(
+            f"SELECT {_USER_COLUMNS},"  # noqa: S608
+            " (SELECT COUNT(*) FROM devices d WHERE d.user_id = users.id"
+            "  AND d.removed = 0),"
+            " (SELECT COUNT(*) FROM sessions s WHERE s.user_id = users.id)"
+            " FROM users ORDER BY username"
+        ).fetchall()
+        result = []
+        for row in rows:
+            user = _user(row)
+            assert user is not None
+            result.append((user, row[8], row[9]))
+        return result
+
+    def create_user(
+        self,
+        username: str,
+        auth_hash: bytes,
+        identity_key: bytes,
+        backup: bytes,
+        token_hash: bytes,
+        now: int,
+    ) -> int:
+        """Insert a user and its first session; raise :class:`UsernameTaken`."""
+        with self.transaction() as db:
+            try:
+                cursor = db.execute(
+                    "INSERT INTO users (username, auth_hash, identity_key, backup,"
+                    " created) VALUES (?, ?, ?, ?, ?)",
+                    (username, auth_hash, identity_key, backup, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise UsernameTaken(username) from exc
+            user_id = cursor.lastrowid
+            assert user_id is not None
+            self._insert_session(db, token_hash, user_id, None, now)
+        return user_id
+
+    def set_password(
+        self,
+        user_id: int,
+        auth_hash: bytes,
+        backup: bytes,
+        token_hash: bytes,
+        device_id: int | None,
+        now: int,
+    ) -> None:
+        """Replace the auth hash and backup; revoke all sessions but a new one."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE users SET auth_hash = ?, backup = ?, backup_stale = 0"
+                " WHERE id = ?",
+                (auth_hash, backup, user_id),
+            )
+            db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+            self._insert_session(db, token_hash, user_id, device_id, now)
+
+    def set_backup(self, user_id: int, backup: bytes) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE users SET backup = ?, backup_stale = 0 WHERE id = ?",
+                (backup, user_id),
+            )
+
+    def set_disabled(self, username: str, disabled: bool) -> bool:
+        """Set the disabled flag; return False if there is no such user."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE users SET disabled = ? WHERE username = ?",
+                (int(disabled), username),
+            )
+        return cursor.rowcount == 1
+
+    def start_reset(self, username: str, code_hash: bytes, expires: int) -> bool:
+        """Store a reset code, invalidate the password and revoke all sessions.
+
+        Returns False if there is no such user.
+        """
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id FROM users WHERE username = ?", (username,)
+            ).fetchone()
+            if row is None:
+                return False
+            user_id = row[0]
+            # An empty hash matches no auth key, so the old password stops
+            # working until the code is redeemed.
+            db.execute(
+                "UPDATE users SET auth_hash = x'', backup_stale = 1 WHERE id = ?",
+                (user_id,),
+            )
+            db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+            db.execute(
+                "INSERT OR REPLACE INTO reset_codes (user_id, code_hash, expires)"
+                " VALUES (?, ?, ?)",
+                (user_id, code_hash, expires),
+            )
+        return True
+
+    def reset_code(self, user_id: int) -> tuple[bytes, int] | None:
+        """Return ``(code_hash, expires)`` of the user's pending reset code."""
+        row = self.db.execute(
+            "SELECT code_hash, expires FROM reset_codes WHERE user_id = ?",
+            (user_id,),
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), row[1])
+
+    def redeem_reset(
+        self,
+        user_id: int,
+        code_hash: bytes,
+        auth_hash: bytes,
+        identity_key: bytes,
+        backup: bytes,
+        token_hash: bytes,
+        now: int,
+    ) -> tuple[bool, list[int]]:
+        """Apply a reset if the code is still pending and unexpired.
+
+        Returns ``(redeemed, removed_device_ids)``; devices are removed when
+        the identity key changes, because the old key signed them.
+        """
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT code_hash, expires FROM reset_codes WHERE user_id = ?",
+                (user_id,),
+            ).fetchone()
+            if row is None or bytes(row[0]) != code_hash or row[1] < now:
+                return False, []
+            old_key = db.execute(
+                "SELECT identity_key FROM users WHERE id = ?", (user_id,)
+            ).fetchone()[0]
+            removed: list[int] = []
+            if bytes(old_key) != identity_key:
+                removed = [
+                    device_row[0]
+                    for device_row in db.execute(
+                        "SELECT id FROM devices WHERE user_id = ? AND removed = 0",
+                        (user_id,),
+                    )
+                ]
+                for device_id in removed:
+                    self._remove_device(db, device_id)
+            db.execute(
+                "UPDATE users SET auth_hash = ?, identity_key = ?, backup = ?,"
+                " backup_stale = 0 WHERE id = ?",
+                (auth_hash, identity_key, backup, user_id),
+            )
+            db.execute("DELETE FROM reset_codes WHERE user_id = ?", (user_id,))
+            db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+            self._insert_session(db, token_hash, user_id, None, now)
+        return True, removed
+
+    # Login throttling
+
+    def failure_counts(self, keys: Iterable[str], forget_before: int) -> dict[str, Any]:
+        """Return ``{key: (count, last)}`` for failures newer than ``forget_before``."""
+        result: dict[str, Any] = {}
+        for key in keys:
+            row = self.db.execute(
+                "SELECT count, last FROM login_failures WHERE key = ? AND last >= ?",
+                (key, forget_before),
+            ).fetchone()
+            if row is not None:
+                result[key] = (row[0], row[1])
+        return result
+
+    def record_failure(self, keys: Iterable[str], now: int, forget_before: int) -> None:
+        with self.transaction() as db:
+            for key in keys:
+                db.execute(
+                    "DELETE FROM login_failures WHERE key = ? AND last < ?",
+                    (key, forget_before),
+                )
+                db.execute(
+                    "INSERT INTO login_failures (key, count, last) VALUES (?, 1, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET count = count + 1, last = ?",
+                    (key, now, now),
+                )
+
+    def clear_failures(self, keys: Iterable[str]) -> None:
+        with self.transaction() as db:
+            for key in keys:
+                db.execute("DELETE FROM login_failures WHERE key = ?", (key,))
+
+    # Sessions
+
+    @staticmethod
+    def _insert_session(
+        db: sqlite3.Connection,
+        token_hash: bytes,
+        user_id: int,
+        device_id: int | None,
+        now: int,
+    ) -> None:
+        db.execute(
+            "INSERT INTO sessions (token_hash, user_id, device_id, created, last_used)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (token_hash, user_id, device_id, now, now),
+        )
+
+    def create_session(
+        self, token_hash: bytes, user_id: int, device_id: int | None, now: int
+    ) -> None:
+        with self.transaction() as db:
+            self._insert_session(db, token_hash, user_id, device_id, now)
+            if device_id is not None:
+                self._touch_device(db, device_id, now)
+
+    def session(self, token_hash: bytes) -> tuple[User, int | None, int] | None:
+        """Return ``(user, device_id, last_used)`` of a session, or ``None``."""
+        row = self.db.execute(
+            "SELECT user_id, device_id, last_used FROM sessions WHERE token_hash = ?",
+            (token_hash,),
+        ).fetchone()
+        if row is None:
+            return None
+        user = self.user_by_id(row[0])
+        if user is None:
+            return None
+        return user, row[1], row[2]
+
+    def use_session(self, token_hash: bytes, device_id: int | None, now: int) -> None:
+        """Bind a session to ``device_id`` and mark session and device as used."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE sessions SET device_id = ?, last_used = ? WHERE token_hash = ?",
+                (device_id, now, token_hash),
+            )
+            if device_id is not None:
+                self._touch_device(db, device_id, now)
+
+    def delete_session(self, token_hash: bytes) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+    def revoked_sessions(
+        self, token_hashes: list[bytes], expired_before: int
+    ) -> dict[bytes, str]:
+        """Return the given sessions that are gone, expired or of a disabled user.
+
+        The value says why, for the ``session_revoked`` push.
+        """
+        result: dict[bytes, str] = {}
+        for start in range(0, len(token_hashes), 500):
+            chunk = token_hashes[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            # Only "?" placeholders are interpolated.
+            query = (
+                "SELECT s.token_hash, u.disabled, s.last_used FROM sessions s"  # noqa: S608
+                f" JOIN users u ON u.id = s.user_id WHERE s.token_hash IN ({marks})"
+            )
+            rows = self.db.execute(query, chunk).fetchall()
+            found = {bytes(row[0]): row for row in rows}
+            for token_hash in chunk:
+                row = found.get(token_hash)
+                if row is None:
+                    result[token_hash] = "The session was revoked."
+                elif row[1]:
+                    result[token_hash] = "The account was disabled."
+                elif row[2] < expired_before:
+                    result[token_hash] = "The session expired."
+        return result
+
+    # Devices and prekeys
+
+    @staticmethod
+    def _touch_device(db: sqlite3.Connection, device_id: int, now: int) -> None:
+        db.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (now, device_id))
+
+    def touch_device(self, device_id: int, now: int) -> None:
+        with self.transaction() as db:
+            self._touch_device(db, device_id, now)
+
+    def device_owner(self, device_id: int) -> int | None:
+        """Return the user id owning an active (not removed) device."""
+        row = self.db.execute(
+            "SELECT user_id FROM devices WHERE id = ? AND removed = 0", (device_id,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def create_device(
+        self,
+        user_id: int,
+        name: str,
+        identity_key: bytes,
+        signature: bytes,
+        signed_prekey: tuple[int, bytes, bytes],
+        prekeys: list[tuple[int, bytes]],
+        token_hash: bytes,
+        now: int,
+    ) -> int:
+        """Insert a device with its prekeys and bind the session to it."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO devices (user_id, name, identity_key, signature,"
+                " signed_prekey_id, signed_prekey, signed_prekey_signature,"
+                " created, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (user_id, name, identity_key, signature, *signed_prekey, now, now),
+            )
+            device_id = cursor.lastrowid
+            assert device_id is not None
+            self._add_prekeys(db, device_id, prekeys)
+            db.execute(
+                "UPDATE sessions SET device_id = ?, last_used = ? WHERE token_hash = ?",
+                (device_id, now, token_hash),
+            )
+        return device_id
+
+    @staticmethod
+    def _prekey_count(db: sqlite3.Connection, device_id: int) -> int:
+        row = db.execute(
+            "SELECT COUNT(*) FROM one_time_prekeys WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def _add_prekeys(
+        self, db: sqlite3.Connection, device_id: int, prekeys: list[tuple[int, bytes]]
+    ) -> int:
+        for key_id, key in prekeys:
+            if self._prekey_count(db, device_id) >= MAX_HELD_PREKEYS:
+                break
+            db.execute(
+                "INSERT OR REPLACE INTO one_time_prekeys (device_id, key_id, key)"
+                " VALUES (?, ?, ?)",
+                (device_id, key_id, key),
+            )
+        return self._prekey_count(db, device_id)
+
+    def upload_prekeys(
+        self,
+        device_id: int,
+        signed_prekey: tuple[int, bytes, bytes] | None,
+        prekeys: list[tuple[int, bytes]],
+    ) -> int:
+        """Store prekeys for a device; return how many one-time prekeys it holds."""
+        with self.transaction() as db:
+            if signed_prekey is not None:
+                db.execute(
+                    "UPDATE devices SET signed_prekey_id = ?, signed_prekey = ?,"
+                    " signed_prekey_signature = ? WHERE id = ?",
+                    (*signed_prekey, device_id),
+                )
+            return self._add_prekeys(db, device_id, prekeys)
+
+    def prekey_count(self, device_id: int) -> int:
+        return self._prekey_count(self.db, device_id)
+
+    def take_bundles(
+        self, user_id: int, exclude_device: int | None, active_since: int
+    ) -> list[Bundle]:
+        """Return a bundle per active device, consuming one one-time prekey each."""
+        bundles = []
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT id, identity_key, signature, signed_prekey_id, signed_prekey,"
+                " signed_prekey_signature FROM devices WHERE user_id = ?"
+                " AND removed = 0 AND last_seen >= ? ORDER BY id",
+                (user_id, active_since),
+            ).fetchall()
+            for row in rows:
+                device_id = row[0]
+                if device_id == exclude_device:
+                    continue
+                prekey_row = db.execute(
+                    "SELECT key_id, key FROM one_time_prekeys WHERE device_id = ?"
+                    " ORDER BY key_id LIMIT 1",
+                    (device_id,),
+                ).fetchone()
+                one_time = None
+                if prekey_row is not None:
+                    one_time = (int(prekey_row[0]), bytes(prekey_row[1]))
+                    db.execute(
+                        "DELETE FROM one_time_prekeys"
+                        " WHERE device_id = ? AND key_id = ?",
+                        (device_id, prekey_row[0]),
+                    )
+                bundles.append(
+                    Bundle(
+                        device_id=device_id,
+                        identity_key=bytes(row[1]),
+                        signature=bytes(row[2]),
+                        signed_prekey_id=row[3],
+                        signed_prekey=bytes(row[4]),
+                        signed_prekey_signature=bytes(row[5]),
+                        one_time_prekey=one_time,
+                        remaining=self._prekey_count(db, device_id),
+                    )
+                )
+        return bundles
+
+    def list_devices(self, user_id: int) -> list[DeviceInfo]:
+        rows = self.db.execute(
+            "SELECT id, name, created, last_seen FROM devices"
+            " WHERE user_id = ? AND removed = 0 ORDER BY id",
+            (user_id,),
+        ).fetchall()
+        return [DeviceInfo(row[0], row[1], row[2], row[3]) for row in rows]
+
+    def active_devices(self, user_id: int, active_since: int) -> list[int]:
+        """Return the ids of the user's devices that are neither removed nor stale."""
+        rows = self.db.execute(
+            "SELECT id FROM devices WHERE user_id = ? AND removed = 0"
+            " AND last_seen >= ? ORDER BY id",
+            (user_id, active_since),
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def _remove_device(self, db: sqlite3.Connection, device_id: int) -> None:
+        db.execute("UPDATE devices SET removed = 1 WHERE id = ?", (device_id,))
+        db.execute("DELETE FROM one_time_prekeys WHERE device_id = ?", (device_id,))
+        queued = db.execute(
+            "SELECT DISTINCT server_seq FROM queue WHERE device_id = ?", (device_id,)
+        ).fetchall()
+        db.execute("DELETE FROM queue WHERE device_id = ?", (device_id,))
+        db.execute(
+            "UPDATE sessions SET device_id = NULL WHERE device_id = ?", (device_id,)
+        )
+        self._drop_unreferenced_payloads(db, [row[0] for row in queued])
+
+    def remove_device(self, user_id: int, device_id: int) -> bool:
+        """Remove one of the user's devices; return False if it is not theirs."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT 1 FROM devices WHERE id = ? AND user_id = ? AND removed = 0",
+                (device_id, user_id),
+            ).fetchone()
+            if row is None:
+                return False
+            self._remove_device(db, device_id)
+        return True
+
+    # Contacts
+
+    def add_contact(self, user_id: int, contact_id: int, now: int) -> bool:
+        """Make two users mutual contacts; return False if they were already."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO contacts (user_id, contact_id, created)"
+                " VALUES (?, ?, ?)",
+                (user_id, contact_id, now),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO contacts (user_id, contact_id, created)"
+                " VALUES (?, ?, ?)",
+                (contact_id, user_id, now),
+            )
+        return cursor.rowcount == 1
+
+    def contacts(self, user_id: int) -> list[tuple[int, str, bytes]]:
+        """Return ``(user_id, username, identity_key)`` of each contact."""
+        rows = self.db.execute(
+            "SELECT u.id, u.username, u.identity_key FROM contacts c"
+            " JOIN users u ON u.id = c.contact_id WHERE c.user_id = ?"
+            " ORDER BY u.username",
+            (user_id,),
+        ).fetchall()
+        return [(row[0], row[1], bytes(row[2])) for row in rows]
+
+    def is_contact(self, user_id: int, contact_id: int) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM contacts WHERE user_id = ? AND contact_id = ?",
+            (user_id, contact_id),
+        ).fetchone()
+        return row is not None
+
+    # Messages and queues
+
+    def find_message(
+        self, sender_user: int, message_id: str
+    ) -> tuple[int, int, int, bytes] | None:
+        """Return ``(server_seq, server_time, recipient, payload_hash)``."""
+        row = self.db.execute(
+            "SELECT server_seq, server_time, recipient, payload_hash FROM messages"
+            " WHERE sender_user = ? AND message_id = ?",
+            (sender_user, message_id),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], bytes(row[3]))
+
+    def store_message(
+        self,
+        sender_user: int,
+        sender_device: int,
+        message_id: str,
+        recipient: int,
+        payload: bytes,
+        payload_hash: bytes,
+        envelopes: list[tuple[int, bytes]],
+        now: int,
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """Commit a message and one queue row per ``(device_id, envelope)``.
+
+        Returns ``(server_seq, [(device_id, seq), ...])``. Raises
+        ``sqlite3.IntegrityError`` if the sender already used ``message_id``.
+        """
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO messages (sender_user, sender_device, message_id,"
+                " recipient, payload, payload_hash, server_time)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    sender_user,
+                    sender_device,
+                    message_id,
+                    recipient,
+                    payload,
+                    payload_hash,
+                    now,
+                ),
+            )
+            server_seq = cursor.lastrowid
+            assert server_seq is not None
+            queued = []
+            for device_id, envelope in envelopes:
+                seq = self._next_seq(db, device_id)
+                db.execute(
+                    "INSERT INTO queue (device_id, seq, kind, server_seq, envelope)"
+                    " VALUES (?, ?, 'message', ?, ?)",
+                    (device_id, seq, server_seq, envelope),
+                )
+                queued.append((device_id, seq))
+        return server_seq, queued
+
+    @staticmethod
+    def _next_seq(db: sqlite3.Connection, device_id: int) -> int:
+        # No RETURNING clause: it needs SQLite 3.35, newer than some
+        # Python 3.10 builds ship.
+        db.execute(
+            "UPDATE devices SET queue_seq = queue_seq + 1 WHERE id = ?", (device_id,)
+        )
+        row = db.execute(
+            "SELECT queue_seq FROM devices WHERE id = ?", (device_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def queue_items(self, device_id: int, after: int, limit: int) -> list[QueueItem]:
+        rows = self.db.execute(
+            _QUEUE_SELECT + " WHERE q.device_id = ? AND q.seq > ? ORDER BY q.seq"
+            " LIMIT ?",
+            (device_id, after, limit),
+        ).fetchall()
+        return [_queue_item(row) for row in rows]
+
+    def queue_item(self, device_id: int, seq: int) -> QueueItem | None:
+        row = self.db.execute(
+            _QUEUE_SELECT + " WHERE q.device_id = ? AND q.seq = ?", (device_id, seq)
+        ).fetchone()
+        return None if row is None else _queue_item(row)
+
+    def last_seq(self, device_id: int) -> int:
+        """Return the highest queue sequence number ever given to the device."""
+        row = self.db.execute(
+            "SELECT queue_seq FROM devices WHERE id = ?", (device_id,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def acknowledge(
+        self,
+        device_id: int,
+        reader: str,
+        upto: int,
+        reader_user: int,
+        active_since: int,
+    ) -> list[tuple[int, int, str]]:
+        """Delete queue rows up to ``upto`` and queue receipts for the senders.
+
+        Each acknowledged message from another user gets a ``receipt`` row
+        on every active device of its sender. Returns those rows as
+        ``(device_id, seq, message_id)``.
+        """
+        receipts = []
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT q.server_seq, m.sender_user, m.message_id FROM queue q"
+                " JOIN messages m ON m.server_seq = q.server_seq"
+                " WHERE q.device_id = ? AND q.seq <= ? AND q.kind = 'message'"
+                " ORDER BY q.seq",
+                (device_id, upto),
+            ).fetchall()
+            db.execute(
+                "DELETE FROM queue WHERE device_id = ? AND seq <= ?", (device_id, upto)
+            )
+            for server_seq, sender_user, message_id in rows:
+                if sender_user == reader_user:
+                    continue
+                for target in db.execute(
+                    "SELECT id FROM devices WHERE user_id = ? AND removed = 0"
+                    " AND last_seen >= ?",
+                    (sender_user, active_since),
+                ).fetchall():
+                    seq = self._next_seq(db, target[0])
+                    db.execute(
+                        "INSERT INTO queue (device_id, seq, kind, server_seq,"
+                        " receipt_user, receipt_device)"
+                        " VALUES (?, ?, 'receipt', ?, ?, ?)",
+                        (target[0], seq, server_seq, reader, device_id),
+                    )
+                    receipts.append((target[0], seq, message_id))
+            self._drop_unreferenced_payloads(db, [row[0] for row in rows])
+        return receipts
+
+    @staticmethod
+    def _drop_unreferenced_payloads(
+        db: sqlite3.Connection, server_seqs: list[int]
+    ) -> None:
+        # The message row stays so that a resend is still recognized and
+        # receipts can name it; only the ciphertext goes.
+        # NOTE: message rows without payload are kept forever (about 100
+        # bytes each); nothing prunes them yet.
+        for server_seq in set(server_seqs):
+            db.execute(
+                "UPDATE messages SET payload = NULL WHERE server_seq = ?"
+                " AND payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM queue"
+                " WHERE server_seq = ? AND kind = 'message')",
+                (server_seq, server_seq),
+            )
