@@ -1,5 +1,140 @@
 """EncTalk cryptography: AEAD, KDFs, keys, X3DH, Double Ratchet, backup, vault.
 
-No module here opens sockets or touches Tk, and only :mod:`enctalk.crypto.vault`
-does file I/O (it reads and atomically rewrites the vault file).
+Everything is built on ``cryptography`` and the standard library. Nothing
+here opens a socket or touches Tk, and every module is pure computation
+except :mod:`enctalk.crypto.vault`, which reads and atomically rewrites
+the vault file. Every deliberate failure is a :class:`CryptoError`.
 """
+
+from enctalk.crypto.aead import (
+    KEY_SIZE,
+    MAC_SIZE,
+    decrypt,
+    encrypt,
+    open_record,
+    seal_record,
+)
+from enctalk.crypto.backup import backup_iterations, decrypt_backup, encrypt_backup
+from enctalk.crypto.errors import (
+    BackupError,
+    CryptoError,
+    DecryptionError,
+    PrekeyError,
+    SignatureError,
+    VaultError,
+)
+from enctalk.crypto.kdf import (
+    PBKDF2_ITERATIONS,
+    derive_auth_key,
+    derive_password_key,
+    hkdf,
+    normalize_password,
+    normalize_username,
+)
+from enctalk.crypto.keys import (
+    DEVICE_SIGNATURE_LABEL,
+    ONE_TIME_PREKEY_COUNT,
+    ONE_TIME_PREKEY_LOW_WATER,
+    SIGNED_PREKEY_GRACE_SECONDS,
+    SIGNED_PREKEY_ROTATION_SECONDS,
+    AccountIdentity,
+    DeviceKeys,
+    SignedPrekeyPublic,
+    sign_device_key,
+    sign_prekey,
+    verify_device_key,
+    verify_prekey,
+    verify_signature,
+)
+from enctalk.crypto.ratchet import MAX_SKIP, MAX_STORED_SKIPPED_KEYS, RatchetSession
+from enctalk.crypto.safety import (
+    certificate_fingerprint,
+    format_safety_number,
+    safety_number,
+)
+from enctalk.crypto.session import (
+    PREKEY_MESSAGE,
+    RATCHET_MESSAGE,
+    DecryptedEnvelope,
+    DeviceSession,
+    Envelope,
+    decode_envelope,
+    decrypt_envelope,
+    encode_envelope,
+    encrypt_envelope,
+    encrypt_for_device,
+    message_associated_data,
+    open_attachment,
+    open_payload,
+    payload_associated_data,
+    seal_attachment,
+    seal_payload,
+    start_session,
+)
+from enctalk.crypto.vault import Vault
+from enctalk.crypto.x3dh import InitialMessageHeader, PreKeyBundle, initiate, respond
+
+__all__ = [
+    "DEVICE_SIGNATURE_LABEL",
+    "KEY_SIZE",
+    "MAC_SIZE",
+    "MAX_SKIP",
+    "MAX_STORED_SKIPPED_KEYS",
+    "ONE_TIME_PREKEY_COUNT",
+    "ONE_TIME_PREKEY_LOW_WATER",
+    "PBKDF2_ITERATIONS",
+    "PREKEY_MESSAGE",
+    "RATCHET_MESSAGE",
+    "SIGNED_PREKEY_GRACE_SECONDS",
+    "SIGNED_PREKEY_ROTATION_SECONDS",
+    "AccountIdentity",
+    "BackupError",
+    "CryptoError",
+    "DecryptedEnvelope",
+    "DecryptionError",
+    "DeviceKeys",
+    "DeviceSession",
+    "Envelope",
+    "InitialMessageHeader",
+    "PreKeyBundle",
+    "PrekeyError",
+    "RatchetSession",
+    "SignatureError",
+    "SignedPrekeyPublic",
+    "Vault",
+    "VaultError",
+    "backup_iterations",
+    "certificate_fingerprint",
+    "decode_envelope",
+    "decrypt",
+    "decrypt_backup",
+    "decrypt_envelope",
+    "derive_auth_key",
+    "derive_password_key",
+    "encode_envelope",
+    "encrypt",
+    "encrypt_backup",
+    "encrypt_envelope",
+    "encrypt_for_device",
+    "format_safety_number",
+    "hkdf",
+    "initiate",
+    "message_associated_data",
+    "normalize_password",
+    "normalize_username",
+    "open_attachment",
+    "open_payload",
+    "open_record",
+    "payload_associated_data",
+    "respond",
+    "safety_number",
+    "seal_attachment",
+    "seal_payload",
+    "seal_record",
+    "sign_device_key",
+    "sign_prekey",
+    "start_session",
+    "verify_device_key",
+    "verify_prekey",
+    "verify_signature",
+]
