@@ -65,7 +65,7 @@ def _tag(mac_key: bytes, associated_data: bytes, ciphertext: bytes) -> bytes:
 
 
 def encrypt(key: bytes, plaintext: bytes, associated_data: bytes, info: bytes) -> bytes:
-    """Encrypt and authenticate plaintext; return ``ciphertext || tag``.
+    """Encrypt and authenticate plaintext, returning ``ciphertext || tag``.
 
     ``key`` must be 32 bytes that encrypt nothing else, and ``info`` is the
     domain-separation label of the caller's use.
@@ -112,7 +112,7 @@ def seal_record(
 def open_record(
     long_lived_key: bytes, data: bytes, associated_data: bytes, info: bytes
 ) -> bytes:
-    """Decrypt a record made by :func:`seal_record`; raise DecryptionError."""
+    """Decrypt a record made by :func:`seal_record` or raise DecryptionError."""
     if not isinstance(data, bytes) or len(data) < RECORD_SALT_SIZE + MAC_SIZE:
         raise DecryptionError
     salt = data[:RECORD_SALT_SIZE]

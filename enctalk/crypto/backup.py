@@ -11,7 +11,7 @@ Construction::
 The header is in the associated data, so a changed iteration count or
 salt fails authentication like a wrong password. The username is in it
 too, so a backup swapped between two accounts does not open. The server
-stores the blob and never holds anything that decrypts it.
+stores only the blob and never gets a key that decrypts it.
 """
 
 import os

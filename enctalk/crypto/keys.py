@@ -11,7 +11,7 @@ signature of one kind never verifies as the other. The prekey signature
 binds the prekey id, so the server cannot relabel one signed prekey as
 another.
 
-A device holds an X25519 identity key, signed prekeys (the current one,
+A device has an X25519 identity key, signed prekeys (the current one,
 rotated every SIGNED_PREKEY_ROTATION_SECONDS, plus retired ones kept for
 a grace period so that sessions started from a cached bundle still open)
 and one-time prekeys, each used for at most one X3DH handshake.
@@ -93,7 +93,7 @@ class AccountIdentity:
 
 
 def verify_signature(public: bytes, signature: bytes, data: bytes) -> None:
-    """Verify an Ed25519 signature; raise SignatureError if it does not verify."""
+    """Verify an Ed25519 signature, raising SignatureError if it does not verify."""
     if not isinstance(public, bytes) or len(public) != PUBLIC_KEY_SIZE:
         raise SignatureError("malformed Ed25519 public key")
     if not isinstance(signature, bytes) or len(signature) != SIGNATURE_SIZE:
@@ -303,7 +303,7 @@ class DeviceKeys:
         return self.signed_prekey_public()
 
     def prune_signed_prekeys(self, now: int) -> list[int]:
-        """Delete retired signed prekeys past their grace period; return their ids."""
+        """Delete expired retired signed prekeys and return their ids."""
         expired = [
             prekey_id
             for prekey_id, record in self.signed_prekeys.items()
@@ -327,14 +327,14 @@ class DeviceKeys:
         return created
 
     def one_time_prekey(self, prekey_id: int) -> X25519PrivateKey:
-        """Return a one-time prekey without removing it; raise PrekeyError if absent."""
+        """Return a one-time prekey without removing it, or raise PrekeyError."""
         private_key = self.one_time_prekeys.get(prekey_id)
         if private_key is None:
             raise PrekeyError(f"one-time prekey {prekey_id} is unknown or already used")
         return private_key
 
     def take_one_time_prekey(self, prekey_id: int) -> X25519PrivateKey:
-        """Remove a one-time prekey and return it; a second take raises PrekeyError."""
+        """Remove and return a one-time prekey. A second take raises PrekeyError."""
         private_key = self.one_time_prekey(prekey_id)
         del self.one_time_prekeys[prekey_id]
         return private_key
@@ -373,7 +373,7 @@ class DeviceKeys:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> "DeviceKeys":
-        """Load :meth:`to_dict` output; raise CryptoError if it is invalid."""
+        """Load :meth:`to_dict` output, raising CryptoError if it is invalid."""
         if not isinstance(state, dict) or state.get("format") != _DEVICE_KEYS_FORMAT:
             raise CryptoError("unsupported device key state")
         signed_prekeys = {}

@@ -89,7 +89,7 @@ class MessageHeader(NamedTuple):
 
     @classmethod
     def decode(cls, data: bytes) -> "MessageHeader":
-        """Parse the first HEADER_SIZE bytes; raise DecryptionError if malformed."""
+        """Parse the first HEADER_SIZE bytes, raising DecryptionError if malformed."""
         if len(data) < HEADER_SIZE or data[0] != MESSAGE_VERSION:
             raise DecryptionError
         key_end = 1 + PUBLIC_KEY_SIZE
@@ -134,7 +134,7 @@ class RatchetSession:
 
     Create it with :meth:`initiator` or :meth:`responder` from an X3DH
     result. The responder can encrypt only after it has decrypted the
-    initiator's first message. Methods never block and do no I/O.
+    initiator's first message. Methods do no I/O.
     """
 
     def __init__(
@@ -216,7 +216,7 @@ class RatchetSession:
         return self._associated_data + associated_data + header
 
     def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
-        """Encrypt one message; return ``header || ciphertext || tag``.
+        """Encrypt one message and return ``header || ciphertext || tag``.
 
         Raises CryptoError if this side cannot send yet (a responder before
         its first decrypt) or the sending chain has reached 2**32 messages.
@@ -225,7 +225,7 @@ class RatchetSession:
         if state.send_chain_key is None:
             raise CryptoError("the responder cannot send before its first decrypt")
         if state.send_n > UINT32_MAX:
-            raise CryptoError("sending chain exhausted; start a new session")
+            raise CryptoError("sending chain exhausted, start a new session")
         header = MessageHeader(state.dh_public, state.previous_send_n, state.send_n)
         header_bytes = header.encode()
         next_chain_key, message_key = kdf_ck(state.send_chain_key)
@@ -265,7 +265,9 @@ class RatchetSession:
             except CryptoError:
                 raise DecryptionError from None
         _skip_message_keys(state, header.n, new_skipped)
-        if header.n < state.recv_n or state.recv_chain_key is None:
+        if state.recv_chain_key is None:
+            raise DecryptionError  # header repeats the signed prekey, no chain yet
+        if header.n < state.recv_n:
             raise DecryptionError  # this message key was already used
 
         next_chain_key, message_key = kdf_ck(state.recv_chain_key)
@@ -315,7 +317,7 @@ class RatchetSession:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RatchetSession":
-        """Load :meth:`to_dict` output; raise CryptoError if it is invalid."""
+        """Load :meth:`to_dict` output, raising CryptoError if it is invalid."""
         if not isinstance(data, dict) or data.get("format") != _STATE_FORMAT:
             raise CryptoError("unsupported ratchet session state")
         dh_private = X25519PrivateKey.from_private_bytes(

@@ -117,7 +117,7 @@ def encode_envelope(envelope: Envelope) -> bytes:
 
 
 def decode_envelope(data: bytes) -> Envelope:
-    """Parse envelope wire bytes; raise DecryptionError if malformed."""
+    """Parse envelope wire bytes, raising DecryptionError if malformed."""
     if not isinstance(data, bytes) or not data:
         raise DecryptionError
     if data[0] == RATCHET_MESSAGE:
@@ -219,7 +219,7 @@ class DeviceSession:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DeviceSession":
-        """Load :meth:`to_dict` output; raise CryptoError if it is invalid."""
+        """Load :meth:`to_dict` output, raising CryptoError if it is invalid."""
         if not isinstance(data, dict) or data.get("format") != _SESSION_FORMAT:
             raise CryptoError("unsupported device session state")
         items = data.get("states")
@@ -283,8 +283,9 @@ def start_session(
     """Run X3DH against a remote device's bundle and return a new session.
 
     If ``previous`` is the session with the same remote device and account,
-    its states are kept behind the new one. Raises SignatureError if the
-    bundle's signatures do not verify, CryptoError if it is malformed.
+    the new state goes in front of its states and ``previous`` is returned.
+    Raises SignatureError if the bundle's signatures do not verify, and
+    CryptoError if the bundle is malformed.
     """
     shared_key, associated_data, initial = x3dh.initiate(
         own_device, own_aik_public, bundle
@@ -304,7 +305,7 @@ def start_session(
 def encrypt_envelope(
     session: DeviceSession, plaintext: bytes, associated_data: bytes
 ) -> bytes:
-    """Encrypt plaintext for the session's remote device; return envelope bytes."""
+    """Encrypt plaintext for the session's remote device into envelope bytes."""
     state = session._states[0]
     message = state.ratchet.encrypt(plaintext, associated_data)
     return encode_envelope(Envelope(state.pending_initial, message))
@@ -370,7 +371,7 @@ def decrypt_envelope(
     )
     if session is not None and same_peer:
         for state in session._states:
-            if hmac.compare_digest(state.base_key, initial.ephemeral_key):
+            if state.base_key == initial.ephemeral_key:
                 # A further message of a handshake that this side already has.
                 plaintext = state.ratchet.decrypt(
                     decoded.ratchet_message, associated_data
@@ -405,8 +406,10 @@ def _accept_handshake(
     ratchet_message: bytes,
     associated_data: bytes,
 ) -> tuple[_SessionState, bytes]:
-    """Run X3DH as responder and decrypt the first message; consume the one-time
-    prekey only once that message has authenticated."""
+    """Run X3DH as responder and decrypt the first message.
+
+    The one-time prekey is consumed only once that message has authenticated.
+    """
     try:
         shared_key, session_ad = x3dh.compute_responder_key(own_device, initial)
         signed_prekey = own_device.signed_prekey(initial.signed_prekey_id)
@@ -467,7 +470,7 @@ def seal_attachment(data: bytes, associated_data: bytes) -> tuple[bytes, bytes]:
 def open_attachment(
     key_material: bytes, ciphertext: bytes, associated_data: bytes
 ) -> bytes:
-    """Decrypt an attachment from :func:`seal_attachment`; raise DecryptionError."""
+    """Decrypt an attachment from :func:`seal_attachment` or raise DecryptionError."""
     return _open(key_material, ciphertext, associated_data, ATTACHMENT_INFO)
 
 
@@ -493,7 +496,7 @@ def message_associated_data(
 ) -> bytes:
     """Return the envelope AD that binds devices, conversation and message id.
 
-    Usernames are normalized (NFKC, case folded); every field is length
+    Usernames are normalized (NFKC, case folded). Every field is length
     prefixed, so two different tuples never give the same bytes.
     """
     return MESSAGE_AD_LABEL + length_prefixed(
@@ -511,8 +514,8 @@ def payload_associated_data(
 ) -> bytes:
     """Return the payload AD: sender device, conversation and message id.
 
-    The payload is shared by every recipient device, so it cannot name one;
-    the per-device envelope AD does.
+    The payload is shared by every recipient device, so it cannot name one.
+    The per-device envelope AD does.
     """
     return PAYLOAD_AD_LABEL + length_prefixed(
         _text(normalize_username(sender), "sender"),

@@ -17,9 +17,9 @@ vault keeps the vault key in memory, and a password change rewraps the
 vault key without touching the document.
 
 This is the only module of the crypto package that does file I/O. Every
-write goes to a temporary file in the same folder with mode 0o600, is
-flushed with fsync and then moved over the old file with os.replace, so
-a crash leaves either the old or the new vault, never a mixture.
+write goes to a temporary file with mode 0o600 in the same folder, which
+is flushed with fsync and then moved over the old file with os.replace.
+A crash therefore leaves either the old or the new vault.
 """
 
 import contextlib
@@ -176,7 +176,7 @@ class Vault:
         return cls(path, vault_key, data[:_PREFIX_SIZE])
 
     def load(self) -> dict[str, Any]:
-        """Read and decrypt the document; raise VaultError if it is corrupt."""
+        """Read and decrypt the document, raising VaultError if it is corrupt."""
         data = self._path.read_bytes()
         try:
             plaintext = aead.open_record(
@@ -204,8 +204,8 @@ class Vault:
     def rewrap(self, new_password: str, iterations: int = PBKDF2_ITERATIONS) -> None:
         """Wrap the vault key under a new password, with a new salt.
 
-        The document is copied unchanged; it stays encrypted under the same
-        vault key.
+        The document is copied unchanged, because it stays encrypted under
+        the same vault key.
         """
         data = self._path.read_bytes()
         prefix = _wrap(self._vault_key, new_password, _make_header(iterations))

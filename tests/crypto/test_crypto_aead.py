@@ -66,7 +66,7 @@ def test_aead_rejects_moved_boundary_between_ad_and_ciphertext() -> None:
     key = os.urandom(32)
     data = aead.encrypt(key, b"attack at dawn", b"ab", INFO)
     # Moving one byte of ciphertext into the associated data keeps the
-    # plain concatenation the same; the length prefix makes the MAC differ.
+    # plain concatenation the same, but the length prefix changes the MAC.
     with pytest.raises(DecryptionError):
         aead.decrypt(key, data[1:], b"ab" + data[:1], INFO)
 

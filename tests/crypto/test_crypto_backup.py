@@ -7,7 +7,7 @@ from enctalk.crypto.errors import BackupError
 from enctalk.crypto.kdf import PBKDF2_ITERATIONS, PBKDF2_MIN_ITERATIONS
 from enctalk.crypto.keys import AccountIdentity
 
-# The lowest accepted cost keeps the tests fast; one test runs the default.
+# The lowest accepted cost keeps the tests fast. One test runs the default.
 ITERATIONS = PBKDF2_MIN_ITERATIONS
 
 

@@ -231,5 +231,5 @@ def test_ratchet_encrypt_is_fast() -> None:
     for _ in range(rounds):
         bob.decrypt(alice.encrypt(key_material, AD), AD)
     per_message = (time.perf_counter() - start) / rounds
-    # One encrypt plus one decrypt; generous so that slow CI machines pass.
+    # One encrypt plus one decrypt. The bound is loose so slow CI machines pass.
     assert per_message < 0.002

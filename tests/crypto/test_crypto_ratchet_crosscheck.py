@@ -1,30 +1,34 @@
 """Cross-check of RatchetSession against the ``doubleratchet`` package (1.x).
 
-The package is configured with this project's choices: root chain
-HKDF-SHA256 with salt = root key and info ROOT_INFO (its ``kdf_hkdf``),
-message chain HMAC-SHA256 with the constants 0x02 (next chain key) and
-0x01 (message key) (its ``kdf_separate_hmacs`` with constant b"\\x02\\x01";
-its KDF chain keeps the first 32 output bytes as the next chain key),
-X25519, MAX_SKIP and MAX_STORED_SKIPPED_KEYS, and an AEAD adapter that
-calls :func:`enctalk.crypto.aead.encrypt` with RATCHET_MESSAGE_INFO. Its
-``_build_associated_data`` appends our encoded header, so the AEAD sees
-the same associated data as ours: session AD || caller AD || header.
+The package is configured with this project's choices:
+
+* root chain: HKDF-SHA256 with salt = root key and info ROOT_INFO, which
+  is the package's ``kdf_hkdf``;
+* message chain: HMAC-SHA256 with 0x02 for the next chain key and 0x01
+  for the message key, which is ``kdf_separate_hmacs`` with the constant
+  b"\\x02\\x01", because the package's KDF chain keeps the first 32 output
+  bytes as the next chain key;
+* X25519, MAX_SKIP and MAX_STORED_SKIPPED_KEYS;
+* an AEAD adapter that calls :func:`enctalk.crypto.aead.encrypt` with
+  RATCHET_MESSAGE_INFO. The package's ``_build_associated_data`` appends
+  our encoded header, so both AEAD calls get the same associated data:
+  session AD || caller AD || header.
 
 The package's header is a NamedTuple, not bytes, so messages are
-converted between ``header || ciphertext`` and ``EncryptedMessage``; the
+converted between ``header || ciphertext`` and ``EncryptedMessage``. The
 header fields and the ciphertext bytes pass through unchanged.
 
 What is compared:
 
-* interoperability: our initiator with the package's responder and the
-  package's initiator with our responder run a scripted exchange with
-  out-of-order delivery, each decrypting the other's ciphertexts;
+* interoperability: our initiator with the package's responder, and the
+  package's initiator with our responder, run a scripted exchange with
+  out-of-order delivery, each decrypting the other's ciphertexts.
 * derived keys: with the same ratchet key pairs fed to both
-  implementations, every message is byte-identical, and after every step
+  implementations, every message is byte-identical. After every step,
   each party's root key, sending and receiving chain keys and stored
   skipped message keys are equal.
 
-NOTE: the package only warns, where ours raises, when a header's pn would
+NOTE: where ours raises, the package only warns when a header's pn would
 skip more than MAX_SKIP keys of the previous chain, so the script stays
 within the limits.
 """

@@ -220,7 +220,7 @@ def test_failed_decrypt_leaves_session_unchanged() -> None:
     assert bob_session.to_dict() == before
 
 
-def test_prekey_message_from_new_device_key_leaves_old_session() -> None:
+def test_new_device_key_gets_separate_session() -> None:
     alice, bob = User.make(), User.make()
     bob_session = decrypt_envelope(
         bob.device, None, encrypt_envelope(_start(alice, bob), b"x", AD), AD
