@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -220,16 +219,3 @@ def test_ratchet_message_layout() -> None:
     assert message[0] == ratchet.MESSAGE_VERSION
     assert (header.pn, header.n) == (0, 0)
     assert len(message) == HEADER_SIZE + 5 + 32
-
-
-def test_ratchet_encrypt_is_fast() -> None:
-    alice, bob = _pair()
-    bob.decrypt(alice.encrypt(b"warm up", AD), AD)
-    key_material = os.urandom(64)
-    rounds = 200
-    start = time.perf_counter()
-    for _ in range(rounds):
-        bob.decrypt(alice.encrypt(key_material, AD), AD)
-    per_message = (time.perf_counter() - start) / rounds
-    # One encrypt plus one decrypt. The bound is loose so slow CI machines pass.
-    assert per_message < 0.002
