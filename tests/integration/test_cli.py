@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from tests.integration.conftest import PASSWORD_ALICE, PASSWORD_BOB, Cli
+from tests.integration.conftest import PASSWORD_ALICE, PASSWORD_BOB, ROOT, Cli
 
 NEW_PASSWORD = "saffron harbour seventeen"
 
@@ -189,11 +191,6 @@ def test_cli_unknown_contact_and_unreachable_server(server, tmp_path):
 
 
 def test_cli_without_command_exits_2(tmp_path):
-    from tests.integration.conftest import ROOT
-
-    import subprocess
-    import sys
-
     result = subprocess.run(
         [sys.executable, str(ROOT / "run_client.py"), "--profile", str(tmp_path)],
         capture_output=True,
