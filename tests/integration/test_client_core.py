@@ -1,0 +1,238 @@
+"""The Client object against a real server subprocess: delivery guarantees
+across a server crash, what reaches the server's disk, and tampering."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from enctalk.client import core
+from enctalk.client.core import Client
+from tests.integration.conftest import (
+    PASSWORD_ALICE,
+    PASSWORD_BOB,
+    ROOT,
+    wait_for_event,
+)
+
+WAIT = 30.0
+
+
+def make_client(tmp_path, server, name):
+    return Client(
+        tmp_path / name, server=server.address, accept_new_server=True, timeout=10.0
+    )
+
+
+@pytest.fixture
+def pair(server, tmp_path):
+    alice = make_client(tmp_path, server, "alice")
+    bob = make_client(tmp_path, server, "bob")
+    alice.register("alice", PASSWORD_ALICE)
+    bob.register("bob", PASSWORD_BOB)
+    alice.add_contact("bob")
+    yield alice, bob
+    alice.close()
+    bob.close()
+
+
+def received(client, body, seen):
+    return wait_for_event(
+        client.events,
+        lambda e: e.name == "message_received" and e.data["body"] == body,
+        WAIT,
+        seen,
+    )
+
+
+def secrets_of(client, password):
+    """Return byte strings that must never reach the server: the password and
+    every private key this client holds."""
+    values = [password.encode("utf-8"), client._aik.private_bytes()]
+    device_state = client._device.to_dict()
+    stack = [device_state]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and len(item) == 44:
+            raw = base64.urlsafe_b64decode(item)
+            if raw not in (client._device.identity_public(),):
+                values.append(raw)
+    return values
+
+
+def encodings(secret):
+    return [
+        secret,
+        base64.b64encode(secret),
+        base64.urlsafe_b64encode(secret),
+        base64.b64encode(secret).rstrip(b"="),
+        secret.hex().encode(),
+    ]
+
+
+def test_messages_survive_server_crash_exactly_once_and_stay_secret(
+    server, pair, tmp_path
+):
+    alice, bob = pair
+    alice_seen, bob_seen = [], []
+
+    for index in range(3):
+        assert alice.send_text("bob", f"alice says {index}").state == "sent"
+        received(bob, f"alice says {index}", bob_seen)
+        assert bob.send_text("alice", f"bob says {index}").state == "sent"
+        received(alice, f"bob says {index}", alice_seen)
+
+    # The server dies right after a send starts; the message is in flight,
+    # committed or not. Further messages go into the outbox meanwhile.
+    in_flight = alice.send_text("bob", "in flight", timeout=0)
+    server.stop(kill=True)
+    queued = [alice.send_text("bob", f"while down {i}", timeout=0) for i in range(2)]
+    reply = bob.send_text("alice", "bob while down", timeout=0)
+    server.start()
+
+    for body in ("in flight", "while down 0", "while down 1"):
+        received(bob, body, bob_seen)
+    received(alice, "bob while down", alice_seen)
+    assert alice.send_text("bob", "after restart").state == "sent"
+    received(bob, "after restart", bob_seen)
+
+    expected = [f"alice says {i}" for i in range(3)]
+    expected += ["in flight", "while down 0", "while down 1", "after restart"]
+    messages = [e.data for e in bob_seen if e.name == "message_received"]
+    assert [m["body"] for m in messages] == expected
+    assert len({m["message_id"] for m in messages}) == len(expected)
+    seqs = [m["server_seq"] for m in messages]
+    assert seqs == sorted(seqs)
+    sent_ids = {in_flight.message_id, reply.message_id}
+    sent_ids |= {item.message_id for item in queued}
+    assert {m["message_id"] for m in messages} >= sent_ids - {reply.message_id}
+    assert [e for e in bob_seen if e.name == "decrypt_failed"] == []
+
+    history = [entry.body for entry in bob.history("alice")]
+    bob_expected = [f"bob says {i}" for i in range(3)] + ["bob while down"]
+    assert [b for b in history if b.startswith("alice")] == expected[:3]
+    assert len(history) == len(expected) + len(bob_expected)
+    assert sorted(history) == sorted(expected + bob_expected)
+    assert alice.outbox() == []
+    assert bob.outbox() == []
+
+    secrets = secrets_of(alice, PASSWORD_ALICE) + secrets_of(bob, PASSWORD_BOB)
+    plaintexts = [body.encode() for body in expected + bob_expected]
+    # Keep the WAL: a crash leaves it as a live server would.
+    server.stop(kill=True)
+    files = [path for path in server.data_dir.rglob("*") if path.is_file()]
+    assert any(path.name.endswith(".sqlite3-wal") for path in files)
+    files.append(server.log_path)
+    # The scan reads the right files: the public identity key is stored.
+    public_key = alice._aik.public_bytes()
+    assert any(
+        encoded in path.read_bytes()
+        for path in files
+        for encoded in encodings(public_key)
+    )
+    for path in files:
+        raw = path.read_bytes()
+        for secret in secrets + plaintexts:
+            for encoded in encodings(secret):
+                assert encoded not in raw, f"{path.name} contains a secret"
+
+
+def test_tampered_envelope_reports_and_next_message_decrypts(pair, monkeypatch):
+    alice, bob = pair
+    bob_seen = []
+    assert alice.send_text("bob", "before").state == "sent"
+    received(bob, "before", bob_seen)
+
+    original = core.e2e.encrypt_for_device
+    tamper = threading.Event()
+
+    def encrypt_and_maybe_tamper(*args, **kwargs):
+        envelope, session = original(*args, **kwargs)
+        if tamper.is_set():
+            envelope = envelope[:-1] + bytes([envelope[-1] ^ 0x01])
+        return envelope, session
+
+    monkeypatch.setattr(core.e2e, "encrypt_for_device", encrypt_and_maybe_tamper)
+    tamper.set()
+    assert alice.send_text("bob", "tampered").state == "sent"
+    tamper.clear()
+    failed = wait_for_event(
+        bob.events, lambda e: e.name == "decrypt_failed", WAIT, bob_seen
+    )
+    assert failed.data["sender"] == "alice"
+
+    assert alice.send_text("bob", "after").state == "sent"
+    received(bob, "after", bob_seen)
+    bodies = [entry.body for entry in bob.history("alice")]
+    assert bodies == ["before", "could not decrypt a message from alice", "after"]
+    assert "tampered" not in bodies
+
+
+def test_tampered_first_message_does_not_break_the_session(pair, monkeypatch):
+    alice, bob = pair
+    bob_seen = []
+    original = core.e2e.encrypt_for_device
+    calls = []
+
+    def tamper_first(*args, **kwargs):
+        envelope, session = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            envelope = envelope[:-1] + bytes([envelope[-1] ^ 0x01])
+        return envelope, session
+
+    monkeypatch.setattr(core.e2e, "encrypt_for_device", tamper_first)
+    assert alice.send_text("bob", "first").state == "sent"
+    wait_for_event(bob.events, lambda e: e.name == "decrypt_failed", WAIT, bob_seen)
+    assert alice.send_text("bob", "second").state == "sent"
+    received(bob, "second", bob_seen)
+    assert bob.send_text("alice", "reply").state == "sent"
+    received(alice, "reply", [])
+
+
+def test_identity_change_after_reset_warns_contact(server, pair, tmp_path):
+    alice, bob = pair
+    before = bob.safety_number("alice")
+    alice.close()
+    output = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run_server.py"),
+            "admin",
+            "--data-dir",
+            str(server.data_dir),
+            "--config",
+            str(server.config),
+            "reset-password",
+            "alice",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert output.returncode == 0, output.stderr
+    code = re.search(r"reset code for alice: (\S+)", output.stdout).group(1)
+
+    fresh = make_client(tmp_path, server, "alice-new")
+    kept = fresh.redeem_reset("alice", code, "marble orchard sunrise")
+    assert kept is False
+    try:
+        assert fresh.send_text("bob", "new key").state == "sent"
+        seen = []
+        received(bob, "new key", seen)
+        assert any(e.name == "identity_changed" for e in seen)
+        assert bob.safety_number("alice") != before
+        assert any(
+            "identity key of alice changed" in e.body for e in bob.history("alice")
+        )
+    finally:
+        fresh.close()
