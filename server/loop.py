@@ -593,6 +593,15 @@ class EventLoop:
                     request.frame_id, errors.INTERNAL_ERROR, "The server failed."
                 )
             )
+        # Update the contact cache before any write, because a failed write
+        # closes a connection and its presence change must reach the new
+        # contact too.
+        if outcome.new_contact is not None:
+            first, second = outcome.new_contact
+            if first in self.contacts:
+                self.contacts[first].add(second)
+            if second in self.contacts:
+                self.contacts[second].add(first)
         conn = self.conns.get(request.conn_id)
         live = conn is not None and not conn.closed and conn.closing_reason is None
         if conn is not None and live:
@@ -605,12 +614,6 @@ class EventLoop:
         for user_id, data in outcome.user_frames:
             for target in list(self.online.get(user_id, ())):
                 self._send(target, data)
-        if outcome.new_contact is not None:
-            first, second = outcome.new_contact
-            if first in self.contacts:
-                self.contacts[first].add(second)
-            if second in self.contacts:
-                self.contacts[second].add(first)
         if outcome.revocation is not None:
             self._revoke(outcome.revocation)
         for device_id in outcome.removed_devices:

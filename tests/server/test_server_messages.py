@@ -107,9 +107,7 @@ def test_send_resend_is_deduplicated(clients: Clients) -> None:
     assert last == 1
 
 
-def test_send_is_committed_before_the_reply(
-    clients: Clients, server: Server
-) -> None:
+def test_send_is_committed_before_the_reply(clients: Clients, server: Server) -> None:
     alice, bob = _pair(clients)
     reply = _send(alice, "bob", [("bob", bob.device_id)])
     database = sqlite3.connect(server.data_dir / DATABASE_FILE_NAME)

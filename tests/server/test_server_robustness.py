@@ -1,0 +1,304 @@
+"""Bad input from the network: each case is followed by a check that the
+server still serves another client. Real TLS on loopback throughout."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import ssl
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Clients, make_config
+from server_wire import HOST, WireClient, client_context
+
+from server.app import Server
+
+MAX_FRAME = 1024 * 1024
+
+
+def _assert_served(clients: Clients) -> None:
+    other = clients.connect()
+    assert other.call("ping")["type"] == "ok"
+    other.close()
+
+
+def _assert_no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert bad == []
+
+
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def _ping(frame_id: int) -> bytes:
+    return _frame(json.dumps({"type": "ping", "id": frame_id}).encode())
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_frame_split_into_single_bytes(clients: Clients) -> None:
+    client = clients.connect()
+    for byte in _ping(41):
+        client.send_raw(bytes([byte]))
+    assert client.read_frame()["id"] == 41
+    _assert_served(clients)
+
+
+def test_three_frames_in_one_write(clients: Clients) -> None:
+    client = clients.connect()
+    client.send_raw(_ping(1) + _ping(2) + _ping(3))
+    assert [client.read_frame()["id"] for _ in range(3)] == [1, 2, 3]
+    _assert_served(clients)
+
+
+def test_one_and_a_half_frames_then_rest(clients: Clients) -> None:
+    client = clients.connect()
+    data = _ping(1) + _ping(2)
+    cut = len(_ping(1)) + 5
+    client.send_raw(data[:cut])
+    assert client.read_frame()["id"] == 1
+    time.sleep(0.1)
+    client.send_raw(data[cut:])
+    assert client.read_frame()["id"] == 2
+    _assert_served(clients)
+
+
+@pytest.mark.parametrize("length", [2**32 - 1, MAX_FRAME + 1])
+def test_oversized_length_is_rejected_at_once(clients: Clients, length: int) -> None:
+    client = clients.connect()
+    rss_before = _rss_kib()
+    started = time.monotonic()
+    client.send_raw(struct.pack(">I", length))
+    frames = client.expect_closed(timeout=3)
+    elapsed = time.monotonic() - started
+    assert frames[0]["code"] == "frame_too_large"
+    assert elapsed < 1.0
+    assert _rss_kib() - rss_before < 16 * 1024
+    _assert_served(clients)
+
+
+def test_frame_of_exactly_max_size_is_accepted(clients: Clients) -> None:
+    client = clients.connect()
+    body = json.dumps({"type": "ping", "id": 9}).encode()
+    padded = body[:-1] + b" " * (MAX_FRAME - len(body)) + b"}"
+    assert len(padded) == MAX_FRAME
+    client.send_raw(_frame(padded))
+    assert client.read_frame()["id"] == 9
+    _assert_served(clients)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"\xff\xfe{}", "invalid_frame"),
+        (b"[1, 2]", "invalid_frame"),
+        (b"[" * 100_000 + b"]" * 100_000, "invalid_frame"),
+        (b'{"type": "login", "id": 4, "username": "alice"}', "invalid_frame"),
+        (b'{"type": "sync", "id": 5, "after": "zero"}', "invalid_frame"),
+        (b'{"type": "ping", "id": "six"}', "invalid_frame"),
+        (b'{"id": 7}', "invalid_frame"),
+        (b'{"type": "launch", "id": 8}', "unknown_type"),
+        (b'{"type": "ping", "type": "ping"}', "invalid_frame"),
+    ],
+    ids=[
+        "invalid-utf8",
+        "not-an-object",
+        "deep-nesting",
+        "missing-field",
+        "wrong-type",
+        "wrong-id-type",
+        "missing-type",
+        "unknown-type",
+        "duplicate-key",
+    ],
+)
+def test_invalid_body_gets_error_then_close(
+    clients: Clients, caplog: pytest.LogCaptureFixture, body: bytes, code: str
+) -> None:
+    client = clients.connect()
+    client.send_raw(_frame(body))
+    frames = client.expect_closed(timeout=3)
+    assert frames[0]["type"] == "error"
+    assert frames[0]["code"] == code
+    _assert_served(clients)
+    _assert_no_errors_logged(caplog)
+
+
+def test_request_id_echoed_on_schema_error(clients: Clients) -> None:
+    client = clients.connect()
+    client.send_raw(_frame(b'{"type": "login", "id": 4, "username": "alice"}'))
+    assert client.expect_closed()[0]["id"] == 4
+
+
+def test_tcp_client_without_tls_closed_at_deadline(clients: Clients) -> None:
+    raw = socket.create_connection((HOST, clients.port), timeout=5)
+    started = time.monotonic()
+    try:
+        assert raw.recv(1) == b""
+    except ConnectionResetError:
+        pass
+    elapsed = time.monotonic() - started
+    raw.close()
+    assert 0.7 < elapsed < 2.5
+    _assert_served(clients)
+
+
+def test_trickling_handshake_closed_at_deadline(clients: Clients) -> None:
+    raw = socket.create_connection((HOST, clients.port), timeout=5)
+    hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40
+    started = time.monotonic()
+    closed_after = None
+    for byte in hello:
+        try:
+            raw.send(bytes([byte]))
+        except OSError:
+            closed_after = time.monotonic() - started
+            break
+        raw.settimeout(0.3)
+        try:
+            if raw.recv(1) == b"":
+                closed_after = time.monotonic() - started
+                break
+        except TimeoutError:
+            continue
+        except OSError:
+            closed_after = time.monotonic() - started
+            break
+    raw.close()
+    assert closed_after is not None
+    assert closed_after < 2.5
+    _assert_served(clients)
+
+
+def test_garbage_instead_of_tls_is_closed(clients: Clients) -> None:
+    raw = socket.create_connection((HOST, clients.port), timeout=5)
+    raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        data = raw.recv(100)
+    except ConnectionResetError:
+        data = b""
+    raw.close()
+    assert b"HTTP" not in data
+    _assert_served(clients)
+
+
+def _drop_mid_frame(client: WireClient) -> None:
+    client.send_raw(_ping(1)[:5])
+    time.sleep(0.05)
+    # Close the TCP socket under the TLS layer: no close_notify.
+    raw = socket.socket(fileno=client.sock.detach())
+    raw.close()
+
+
+def _reset(client: WireClient) -> None:
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.sock.close()
+
+
+def _clean_close(client: WireClient) -> None:
+    # Send close_notify; unread pushes may make OpenSSL report an error
+    # while it waits for the server's close_notify, which is fine here.
+    client.sock.settimeout(2)
+    try:
+        client.sock.unwrap()
+    except (ssl.SSLError, OSError):
+        pass
+    client.sock.close()
+
+
+@pytest.mark.parametrize(
+    "how", [_drop_mid_frame, _reset, _clean_close], ids=["drop", "reset", "clean"]
+)
+def test_disconnect_is_quiet_and_updates_presence(
+    clients: Clients, caplog: pytest.LogCaptureFixture, how: object
+) -> None:
+    alice = clients.with_device("alice")
+    bob = clients.with_device("bob")
+    alice.call("add_contact", username="bob")
+    how(bob)  # type: ignore[operator]
+    assert alice.wait_push("presence")["online"] is False
+
+    cpu_before = time.process_time()
+    time.sleep(2.0)
+    cpu_used = time.process_time() - cpu_before
+    assert cpu_used < 0.3
+    _assert_served(clients)
+    _assert_no_errors_logged(caplog)
+
+
+def test_idle_server_uses_no_cpu(clients: Clients) -> None:
+    idle = [clients.connect() for _ in range(20)]
+    cpu_before = time.process_time()
+    time.sleep(2.0)
+    assert time.process_time() - cpu_before < 0.3
+    assert idle[0].call("ping")["type"] == "ok"
+
+
+def test_idle_connection_is_closed(data_dir: Path) -> None:
+    with Server(make_config(data_dir, idle_timeout=0.5)) as server:
+        client = WireClient(server.port)
+        started = time.monotonic()
+        client.expect_closed(timeout=5)
+        assert time.monotonic() - started < 2.0
+        client.close()
+
+
+def test_request_rate_limit(data_dir: Path) -> None:
+    config = make_config(data_dir, request_rate=5.0, request_burst=5)
+    with Server(config) as server:
+        client = WireClient(server.port)
+        client.send_raw(b"".join(_ping(index) for index in range(1, 11)))
+        replies = [client.read_frame() for _ in range(10)]
+        assert [r["id"] for r in replies] == list(range(1, 11))
+        limited = [r for r in replies if r["type"] == "error"]
+        assert limited
+        assert all(r["code"] == "rate_limited" for r in limited)
+        assert all(r["retry_after"] >= 1 for r in limited)
+
+        client.send_raw(b"".join(_ping(index) for index in range(11, 60)))
+        frames = client.expect_closed(timeout=5)
+        assert frames[-1]["code"] == "rate_limited"
+        client.close()
+        other = WireClient(server.port)
+        assert other.call("ping")["type"] == "ok"
+        other.close()
+
+
+def test_connections_per_address_limit(data_dir: Path) -> None:
+    config = make_config(data_dir, max_connections_per_address=3)
+    with Server(config) as server:
+        kept = [WireClient(server.port) for _ in range(3)]
+        raw = socket.create_connection((HOST, server.port), timeout=5)
+        with pytest.raises((ssl.SSLError, OSError)):
+            tls = client_context().wrap_socket(raw, server_hostname="localhost")
+            tls.recv(1)
+        raw.close()
+        kept[0].close()
+        time.sleep(0.2)
+        replacement = WireClient(server.port)
+        assert replacement.call("ping")["type"] == "ok"
+        for client in [*kept, replacement]:
+            client.close()
+
+
+def test_pipelined_requests_are_answered_in_order(clients: Clients) -> None:
+    alice = clients.register("alice")
+    frames = [
+        {"type": "list_contacts", "id": 1},
+        {"type": "ping", "id": 2},
+        {"type": "fetch_backup", "id": 3},
+        {"type": "ping", "id": 4},
+        {"type": "list_devices", "id": 5},
+    ]
+    alice.send_raw(b"".join(_frame(json.dumps(f).encode()) for f in frames))
+    assert [alice.read_frame()["id"] for _ in frames] == [1, 2, 3, 4, 5]
