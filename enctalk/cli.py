@@ -416,9 +416,8 @@ class _Runner:
         if result.state == "failed":
             raise _CommandError(f"Not sent: {result.error}", EXIT_ERROR)
         if reason is None:
-            connection = self.client._connection
-            error = connection.last_error if connection is not None else None
-            reason = _error_text(error) if error else "no acknowledgement in time"
+            error = self.client.connection_error
+            reason = _error_text(error) if error else "no acknowledgement in time."
         self.say(
             f"Queued in the outbox (message {result.message_id}): {reason} "
             "It goes out with the next command that connects."

@@ -85,6 +85,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 15.0
 STATE_FORMAT = 1
 MAX_SEND_ATTEMPTS = 4
+RETRY_DELAY = 2.0
 
 # Server error codes after which resending the same message cannot help.
 _PERMANENT_SEND_ERRORS = frozenset(
@@ -215,7 +216,6 @@ class Client:
         self._connection: Connection | None = None
         self._authenticated = threading.Event()
         self._session_error: ClientError | None = None
-        self._session_checked = threading.Event()
         self._send_outcomes: dict[str, SendResult] = {}
         self._send_done = threading.Condition(threading.Lock())
 
@@ -247,6 +247,14 @@ class Client:
     @property
     def connected(self) -> bool:
         return self._connection is not None and self._connection.connected
+
+    @property
+    def connection_error(self) -> ClientError | None:
+        """The error of the last failed connection attempt, while disconnected."""
+        connection = self._connection
+        if connection is None or connection.connected:
+            return None
+        return connection.last_error
 
     def unlock(self, password: str) -> None:
         """Open the profile's vault with ``password``.
@@ -948,6 +956,16 @@ class Client:
             raise ClientError(codes.CONNECTION_FAILED, "Not connected to the server.")
         return connection.request(kind, self.timeout, **fields)
 
+    def _schedule(self, task: tuple[Any, ...], delay: float | None) -> None:
+        """Queue ``task`` for the worker after ``delay`` seconds (a default if None)."""
+        timer = threading.Timer(
+            RETRY_DELAY if delay is None else max(delay, 0.1),
+            self._tasks.put,
+            args=(task,),
+        )
+        timer.daemon = True
+        timer.start()
+
     def _emit(self, name: str, **data: Any) -> None:
         self.events.put(Event(name, data))
 
@@ -971,6 +989,8 @@ class Client:
         kind = task[0]
         if kind == "state":
             self._handle_connection_state(task[1], task[2])
+        elif kind == "resume":
+            self._resume_if_needed()
         elif kind == "authenticated":
             self._after_authenticated()
         elif kind == "flush":
@@ -982,9 +1002,14 @@ class Client:
         if state != CONNECTED:
             self._authenticated.clear()
         self._emit(CONNECTION_STATE, state=state, **data)
-        if state == CONNECTED and self.logged_in and not self._authenticated.is_set():
-            if self._resume():
-                self._after_authenticated()
+        if state == CONNECTED:
+            self._resume_if_needed()
+
+    def _resume_if_needed(self) -> None:
+        if not self.connected or not self.logged_in or self._authenticated.is_set():
+            return
+        if self._resume():
+            self._after_authenticated()
 
     def _resume(self) -> bool:
         with self._lock:
@@ -1007,6 +1032,9 @@ class Client:
                         "or revoked); run login again.",
                     )
                     self._emit(SESSION_REVOKED, reason=exc.message)
+                else:
+                    logger.info("resume failed (%s); retrying", exc.code)
+                    self._schedule(("resume",), exc.retry_after)
                 return False
             if reply["device_id"] is None:
                 logger.warning(
@@ -1039,6 +1067,10 @@ class Client:
                 except ClientError as exc:
                     if exc.code not in _PERMANENT_SEND_ERRORS:
                         logger.info("send of a queued message deferred: %s", exc.code)
+                        if exc.code != codes.CONNECTION_FAILED:
+                            # A reconnect flushes again by itself; other
+                            # errors (busy, rate_limited, timeout) need a timer.
+                            self._schedule(("flush",), exc.retry_after)
                         return
                     self._finish_send(item, FAILED, error=exc.message)
                     continue

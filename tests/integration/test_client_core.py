@@ -8,11 +8,13 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
 from enctalk.client import core
 from enctalk.client.core import Client
+from enctalk.client.errors import ClientError
 from tests.integration.conftest import (
     PASSWORD_ALICE,
     PASSWORD_BOB,
@@ -236,3 +238,59 @@ def test_identity_change_after_reset_warns_contact(server, pair, tmp_path):
         )
     finally:
         fresh.close()
+
+
+def reset_code(server, username):
+    output = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run_server.py"),
+            "admin",
+            "--data-dir",
+            str(server.data_dir),
+            "--config",
+            str(server.config),
+            "reset-password",
+            username,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert output.returncode == 0, output.stderr
+    return re.search(rf"reset code for {username}: (\S+)", output.stdout).group(1)
+
+
+def test_reset_on_unlocked_client_keeps_identity(server, pair):
+    alice, bob = pair
+    before = bob.safety_number("alice")
+    code = reset_code(server, "alice")
+
+    assert alice.redeem_reset("alice", code, "marble orchard sunrise") is True
+    assert alice.send_text("bob", "same key").state == "sent"
+    seen = []
+    received(bob, "same key", seen)
+    assert not any(e.name == "identity_changed" for e in seen)
+    assert bob.safety_number("alice") == before
+
+
+def test_prekeys_low_triggers_top_up(pair):
+    alice, bob = pair
+    deadline = time.monotonic() + WAIT
+    fetched = 0
+    with bob._lock:
+        while fetched < 85 and time.monotonic() < deadline:
+            try:
+                bob._request("fetch_bundles", username="alice")
+            except ClientError as exc:
+                assert exc.code == "rate_limited"
+                time.sleep(exc.retry_after or 0.2)
+                continue
+            fetched += 1
+    assert fetched == 85
+    low = wait_for_event(alice.events, lambda e: e.name == "prekeys_low", WAIT)
+    assert low.data["remaining"] < 20
+    uploaded = wait_for_event(
+        alice.events, lambda e: e.name == "prekeys_uploaded", WAIT
+    )
+    assert uploaded.data["count"] >= 20
