@@ -14,12 +14,15 @@ another.
 A device has an X25519 identity key, signed prekeys (the current one,
 rotated every SIGNED_PREKEY_ROTATION_SECONDS, plus retired ones kept for
 a grace period so that sessions started from a cached bundle still open)
-and one-time prekeys, each used for at most one X3DH handshake.
+and one-time prekeys, each used for at most one X3DH handshake. A
+handshake that used no one-time prekey is recorded by its base key (the
+initiator's ephemeral key) under the signed prekey it used, so that a
+replay of its first message is rejected as long as that prekey exists.
 """
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from cryptography.exceptions import InvalidSignature
@@ -33,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 )
 
 from enctalk.crypto._encoding import (
+    b64decode,
     b64encode,
     check_bytes,
     field_bytes,
@@ -58,6 +62,10 @@ SIGNED_PREKEY_ROTATION_SECONDS = 7 * 24 * 3600
 # built from a bundle fetched just before a rotation, and queued on the
 # server while the device was offline, can still be opened.
 SIGNED_PREKEY_GRACE_SECONDS = 30 * 24 * 3600
+# Base keys recorded per signed prekey. Handshakes without a one-time
+# prekey happen only while the server has none left to hand out, so a
+# signed prekey's lifetime should see far fewer than this.
+MAX_BASE_KEYS_PER_SIGNED_PREKEY = 1000
 
 _DEVICE_KEYS_FORMAT = 1
 
@@ -183,6 +191,9 @@ class SignedPrekey:
     signature: bytes
     created_at: int
     expires_at: int | None = None  # set when a newer signed prekey replaces it
+    # Initiator ephemeral keys of accepted handshakes that used this prekey
+    # and no one-time prekey, oldest first.
+    base_keys: list[bytes] = field(default_factory=list)
 
     def public(self) -> SignedPrekeyPublic:
         """Return the bundle fields of this signed prekey."""
@@ -204,7 +215,8 @@ class DeviceKeys:
     Prekey ids count up from 1 and are never reused on one device. All
     methods are pure computations on memory. The caller persists the result
     of :meth:`to_dict` in the vault after every change, in particular after
-    :meth:`take_one_time_prekey`, or a used one-time prekey comes back.
+    :meth:`take_one_time_prekey` and :meth:`record_base_key`, or a used
+    one-time prekey or an accepted handshake comes back.
     """
 
     def __init__(
@@ -339,6 +351,27 @@ class DeviceKeys:
         del self.one_time_prekeys[prekey_id]
         return private_key
 
+    def base_key_used(self, prekey_id: int, base_key: bytes) -> bool:
+        """Return True if :meth:`record_base_key` recorded this pair."""
+        record = self.signed_prekeys.get(prekey_id)
+        return record is not None and base_key in record.base_keys
+
+    def record_base_key(self, prekey_id: int, base_key: bytes) -> None:
+        """Record an accepted handshake that used no one-time prekey.
+
+        Raises PrekeyError if the signed prekey is unknown or was pruned.
+        """
+        check_bytes(base_key, PUBLIC_KEY_SIZE, "base key")
+        record = self.signed_prekeys.get(prekey_id)
+        if record is None:
+            raise PrekeyError(f"signed prekey {prekey_id} is unknown or expired")
+        record.base_keys.append(base_key)
+        if len(record.base_keys) > MAX_BASE_KEYS_PER_SIGNED_PREKEY:
+            # NOTE: a replay of the evicted handshake's first message is
+            # accepted again until this signed prekey is pruned.
+            del record.base_keys[0]
+            logger.debug("evicted the oldest base key of signed prekey %d", prekey_id)
+
     def resign(self, aik: AccountIdentity) -> None:
         """Sign the identity key and every signed prekey again under a new AIK."""
         self.device_signature = sign_device_key(aik, self.identity_public())
@@ -360,6 +393,7 @@ class DeviceKeys:
                     "signature": b64encode(record.signature),
                     "created_at": record.created_at,
                     "expires_at": record.expires_at,
+                    "base_keys": [b64encode(key) for key in record.base_keys],
                 }
                 for record in self.signed_prekeys.values()
             ],
@@ -384,6 +418,7 @@ class DeviceKeys:
                 signature=field_bytes(item, "signature", SIGNATURE_SIZE),
                 created_at=field_int(item, "created_at"),
                 expires_at=field_optional_int(item, "expires_at"),
+                base_keys=_load_base_keys(item),
             )
             signed_prekeys[record.prekey_id] = record
         one_time_prekeys = {
@@ -402,6 +437,14 @@ class DeviceKeys:
             )
         except ValueError as error:
             raise CryptoError(f"invalid device key state: {error}") from None
+
+
+def _load_base_keys(item: dict[str, Any]) -> list[bytes]:
+    # State written before base keys were recorded has no such field.
+    entries = item.get("base_keys", [])
+    if not isinstance(entries, list):
+        raise CryptoError("stored state has an invalid 'base_keys'")
+    return [b64decode(entry, PUBLIC_KEY_SIZE) for entry in entries]
 
 
 def _list_of_dicts(state: dict[str, Any], key: str) -> list[dict[str, Any]]:

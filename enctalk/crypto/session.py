@@ -35,8 +35,11 @@ with :meth:`DeviceSession.to_dict`:
   to store, sender device identity key, sender AIK public). A PREKEY_MESSAGE
   from a new handshake makes a new current state. The state it replaces is
   kept in the same session object, so a late message of the old state, or
-  of a handshake both sides started at the same time, still decrypts. On
-  any error nothing changes: not the session, not the one-time prekeys.
+  of a handshake both sides started at the same time, still decrypts. A
+  PREKEY_MESSAGE of a handshake already accepted on this device opens only
+  in the state it made, so a replay fails once that state's counter has
+  passed it. On any error nothing changes: not the session, not the
+  one-time prekeys, not the recorded base keys.
 
 The caller must compare the returned sender AIK with the one on record for
 the claimed sender account and show a key-change warning if it differs.
@@ -408,7 +411,8 @@ def _accept_handshake(
 ) -> tuple[_SessionState, bytes]:
     """Run X3DH as responder and decrypt the first message.
 
-    The one-time prekey is consumed only once that message has authenticated.
+    The one-time prekey is consumed, or the base key recorded, only once
+    that message has authenticated.
     """
     try:
         shared_key, session_ad = x3dh.compute_responder_key(own_device, initial)
@@ -419,8 +423,7 @@ def _accept_handshake(
         raise DecryptionError from None
     ratchet = RatchetSession.responder(shared_key, signed_prekey, session_ad)
     plaintext = ratchet.decrypt(ratchet_message, associated_data)
-    if initial.one_time_prekey_id is not None:
-        own_device.take_one_time_prekey(initial.one_time_prekey_id)
+    x3dh.consume_prekeys(own_device, initial)
     return _SessionState(ratchet, initial.ephemeral_key, None), plaintext
 
 

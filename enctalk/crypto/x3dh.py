@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from enctalk.crypto.errors import CryptoError
+from enctalk.crypto.errors import CryptoError, PrekeyError
 from enctalk.crypto.kdf import hkdf
 from enctalk.crypto.keys import (
     PUBLIC_KEY_SIZE,
@@ -158,14 +158,20 @@ def compute_responder_key(
     """Run X3DH as the responder without consuming the one-time prekey.
 
     Returns (SK, AD). Raises SignatureError if the initiator's AIK did not
-    sign its identity key, PrekeyError if a referenced prekey is unknown,
-    and CryptoError for a malformed key. The session layer uses this to
-    remove the one-time prekey only after the first message decrypts.
+    sign its identity key, PrekeyError if a referenced prekey is unknown or
+    a handshake without a one-time prekey was already accepted (see
+    :meth:`DeviceKeys.record_base_key`), and CryptoError for a malformed
+    key. The session layer uses this to consume the one-time prekey, or
+    record the base key, only after the first message decrypts.
     """
     verify_device_key(
         initial.account_identity_key, initial.identity_key, initial.device_signature
     )
     signed_prekey = own_device.signed_prekey(initial.signed_prekey_id)
+    if initial.one_time_prekey_id is None and own_device.base_key_used(
+        initial.signed_prekey_id, initial.ephemeral_key
+    ):
+        raise PrekeyError("this handshake was already accepted")
     dh_outputs = [
         x25519_shared_secret(signed_prekey, initial.identity_key),
         x25519_shared_secret(own_device.identity_key, initial.ephemeral_key),
@@ -184,12 +190,26 @@ def respond(
 ) -> tuple[bytes, bytes]:
     """Run X3DH as the responder and consume the one-time prekey.
 
+    Without a one-time prekey, records the base key instead, so that the
+    same initial message is accepted only once.
+
     Returns (SK, AD). ``sender_identity_key``, if given, must equal the
     identity key in the header. Raises as :func:`compute_responder_key`.
     """
     if sender_identity_key is not None and sender_identity_key != initial.identity_key:
         raise CryptoError("sender identity key does not match the initial message")
     result = compute_responder_key(own_device, initial)
+    consume_prekeys(own_device, initial)
+    return result
+
+
+def consume_prekeys(own_device: DeviceKeys, initial: InitialMessageHeader) -> None:
+    """Mark an accepted handshake as used, so its initial message opens once.
+
+    Takes the one-time prekey if the handshake used one, else records the
+    base key under the signed prekey.
+    """
     if initial.one_time_prekey_id is not None:
         own_device.take_one_time_prekey(initial.one_time_prekey_id)
-    return result
+    else:
+        own_device.record_base_key(initial.signed_prekey_id, initial.ephemeral_key)

@@ -6,6 +6,7 @@ import pytest
 
 from enctalk.crypto.errors import CryptoError, PrekeyError, SignatureError
 from enctalk.crypto.keys import (
+    MAX_BASE_KEYS_PER_SIGNED_PREKEY,
     ONE_TIME_PREKEY_COUNT,
     SIGNED_PREKEY_ROTATION_SECONDS,
     AccountIdentity,
@@ -156,6 +157,40 @@ def test_device_keys_round_trip_through_json() -> None:
     assert loaded.to_dict() == device.to_dict()
     assert loaded.identity_public() == device.identity_public()
     assert loaded.new_one_time_prekeys(1)[0][0] == 4
+
+
+def test_base_key_record_survives_round_trip() -> None:
+    device = DeviceKeys.generate(AccountIdentity.generate(), 0, NOW)
+    base_key = bytes(range(32))
+    device.record_base_key(1, base_key)
+    loaded = DeviceKeys.from_dict(json.loads(json.dumps(device.to_dict())))
+    assert loaded.base_key_used(1, base_key)
+    assert not loaded.base_key_used(1, bytes(32))
+
+
+def test_device_keys_load_state_without_base_keys() -> None:
+    device = DeviceKeys.generate(AccountIdentity.generate(), 0, NOW)
+    state = device.to_dict()
+    for record in state["signed_prekeys"]:
+        del record["base_keys"]
+    loaded = DeviceKeys.from_dict(state)
+    assert not loaded.base_key_used(1, bytes(32))
+
+
+def test_record_base_key_evicts_oldest_past_limit() -> None:
+    device = DeviceKeys.generate(AccountIdentity.generate(), 0, NOW)
+    keys = [i.to_bytes(32, "big") for i in range(MAX_BASE_KEYS_PER_SIGNED_PREKEY + 1)]
+    for key in keys:
+        device.record_base_key(1, key)
+    assert not device.base_key_used(1, keys[0])
+    assert device.base_key_used(1, keys[1])
+    assert device.base_key_used(1, keys[-1])
+
+
+def test_record_base_key_rejects_unknown_signed_prekey() -> None:
+    device = DeviceKeys.generate(AccountIdentity.generate(), 0, NOW)
+    with pytest.raises(PrekeyError):
+        device.record_base_key(99, bytes(32))
 
 
 def test_device_keys_from_dict_rejects_bad_base64() -> None:

@@ -385,3 +385,49 @@ def test_payload_and_message_ad_differ() -> None:
     assert payload_associated_data("a", 1, "c", "m") != message_associated_data(
         "a", 1, "", 0, "c", "m"
     )
+
+
+def test_prekey_replay_without_one_time_prekey_rejected() -> None:
+    alice, bob = User.make(one_time_count=0), User.make(one_time_count=0)
+    envelope = encrypt_envelope(_start(alice, bob, False), b"key material", AD)
+    decrypt_envelope(bob.device, None, envelope, AD)
+    before = bob.device.to_dict()
+
+    with pytest.raises(DecryptionError):
+        decrypt_envelope(bob.device, None, envelope, AD)
+    assert bob.device.to_dict() == before
+
+
+def test_prekey_replay_rejected_after_states_evicted() -> None:
+    alice, bob = User.make(one_time_count=0), User.make(one_time_count=0)
+    first = encrypt_envelope(_start(alice, bob, False), b"first", AD)
+    bob_session = decrypt_envelope(bob.device, None, first, AD).session
+    for _ in range(sessions.MAX_SESSION_STATES):
+        envelope = encrypt_envelope(_start(alice, bob, False), b"later", AD)
+        bob_session = decrypt_envelope(bob.device, bob_session, envelope, AD).session
+
+    with pytest.raises(DecryptionError):
+        decrypt_envelope(bob.device, bob_session, first, AD)
+
+
+def test_prekey_replay_cannot_restore_old_device_key() -> None:
+    alice, bob = User.make(one_time_count=0), User.make(one_time_count=0)
+    old = encrypt_envelope(_start(alice, bob, False), b"old device", AD)
+    bob_session = decrypt_envelope(bob.device, None, old, AD).session
+    reinstalled = User(alice.aik, DeviceKeys.generate(alice.aik, 0, NOW))
+    new = encrypt_envelope(_start(reinstalled, bob, False), b"new device", AD)
+    bob_session = decrypt_envelope(bob.device, bob_session, new, AD).session
+
+    with pytest.raises(DecryptionError):
+        decrypt_envelope(bob.device, bob_session, old, AD)
+    assert bob_session.remote_identity_key == reinstalled.device.identity_public()
+
+
+def test_failed_prekey_message_records_no_base_key() -> None:
+    alice, bob = User.make(one_time_count=0), User.make(one_time_count=0)
+    envelope = encrypt_envelope(_start(alice, bob, False), b"key material", AD)
+    with pytest.raises(DecryptionError):
+        decrypt_envelope(bob.device, None, _flip_last_bit(envelope), AD)
+    assert decrypt_envelope(bob.device, None, envelope, AD).plaintext == (
+        b"key material"
+    )

@@ -89,6 +89,20 @@ def test_x3dh_one_time_prekey_single_use(alice: Party, bob: Party) -> None:
         x3dh.respond(bob_device, initial)
 
 
+def test_x3dh_handshake_without_one_time_prekey_single_use(
+    alice: Party, bob: Party
+) -> None:
+    alice_aik, alice_device = alice
+    bob_aik, bob_device = bob
+    bundle = PreKeyBundle.from_device(bob_device, bob_aik.public_bytes())
+    _, _, initial = x3dh.initiate(alice_device, alice_aik.public_bytes(), bundle)
+    x3dh.respond(bob_device, initial)
+    with pytest.raises(PrekeyError):
+        x3dh.respond(bob_device, initial)
+    with pytest.raises(PrekeyError):
+        x3dh.compute_responder_key(bob_device, initial)
+
+
 def test_x3dh_rejects_bad_signed_prekey_signature(alice: Party, bob: Party) -> None:
     alice_aik, alice_device = alice
     bob_aik, bob_device = bob
