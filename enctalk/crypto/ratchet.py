@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -115,12 +115,14 @@ def kdf_ck(chain_key: bytes) -> tuple[bytes, bytes]:
 
 @dataclass
 class _State:
+    # The secret fields stay out of repr() so that a log line or a traceback
+    # that shows the state does not show its keys.
     dh_private: X25519PrivateKey  # DHs
     dh_public: bytes
     remote_dh: bytes | None  # DHr
-    root_key: bytes
-    send_chain_key: bytes | None
-    recv_chain_key: bytes | None
+    root_key: bytes = field(repr=False)
+    send_chain_key: bytes | None = field(repr=False)
+    recv_chain_key: bytes | None = field(repr=False)
     send_n: int  # Ns
     recv_n: int  # Nr
     previous_send_n: int  # PN

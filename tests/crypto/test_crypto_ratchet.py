@@ -219,3 +219,15 @@ def test_ratchet_message_layout() -> None:
     assert message[0] == ratchet.MESSAGE_VERSION
     assert (header.pn, header.n) == (0, 0)
     assert len(message) == HEADER_SIZE + 5 + 32
+
+
+def test_ratchet_state_repr_hides_keys() -> None:
+    alice, bob = _pair()
+    bob.decrypt(alice.encrypt(b"hello", AD), AD)
+    state = bob._state
+    text = repr(state)
+    assert state.send_chain_key is not None
+    assert state.recv_chain_key is not None
+    assert repr(state.root_key) not in text
+    assert repr(state.send_chain_key) not in text
+    assert repr(state.recv_chain_key) not in text
