@@ -221,12 +221,14 @@ class RatchetSession:
         """Encrypt one message and return ``header || ciphertext || tag``.
 
         Raises CryptoError if this side cannot send yet (a responder before
-        its first decrypt) or the sending chain has reached 2**32 messages.
+        its first decrypt) or the sending chain has reached 2**32 - 1 messages.
         """
         state = self._state
         if state.send_chain_key is None:
             raise CryptoError("the responder cannot send before its first decrypt")
-        if state.send_n > UINT32_MAX:
+        # Stopping one short of UINT32_MAX keeps send_n, which becomes pn at
+        # the next DH ratchet step, inside the header's 32-bit field.
+        if state.send_n >= UINT32_MAX:
             raise CryptoError("sending chain exhausted, start a new session")
         header = MessageHeader(state.dh_public, state.previous_send_n, state.send_n)
         header_bytes = header.encode()
@@ -332,9 +334,9 @@ class RatchetSession:
             root_key=field_bytes(data, "root_key", CHAIN_KEY_SIZE),
             send_chain_key=field_optional_bytes(data, "send_chain_key", CHAIN_KEY_SIZE),
             recv_chain_key=field_optional_bytes(data, "recv_chain_key", CHAIN_KEY_SIZE),
-            send_n=field_int(data, "send_n"),
+            send_n=_field_send_counter(data, "send_n"),
             recv_n=field_int(data, "recv_n"),
-            previous_send_n=field_int(data, "previous_send_n"),
+            previous_send_n=_field_send_counter(data, "previous_send_n"),
         )
         skipped: OrderedDict[_SkippedKey, bytes] = OrderedDict()
         entries = data.get("skipped")
@@ -348,6 +350,13 @@ class RatchetSession:
                 raise CryptoError("stored state has an invalid skipped key")
             skipped[(b64decode(dh, PUBLIC_KEY_SIZE), n)] = b64decode(key, 32)
         return cls(state, field_bytes(data, "associated_data"), skipped)
+
+
+def _field_send_counter(data: dict[str, Any], key: str) -> int:
+    value = field_int(data, key)
+    if value > UINT32_MAX:
+        raise CryptoError(f"stored state has an invalid {key!r}")
+    return value
 
 
 def _skip_message_keys(

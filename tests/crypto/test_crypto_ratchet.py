@@ -231,3 +231,27 @@ def test_ratchet_state_repr_hides_keys() -> None:
     assert repr(state.root_key) not in text
     assert repr(state.send_chain_key) not in text
     assert repr(state.recv_chain_key) not in text
+
+
+def test_ratchet_last_counter_fits_next_header() -> None:
+    alice, bob = _pair()
+    bob.decrypt(alice.encrypt(b"hello", AD), AD)
+    state = alice.to_dict()
+    state["send_n"] = ratchet.UINT32_MAX - 1
+    alice = RatchetSession.from_dict(state)
+    alice.encrypt(b"last of the chain", AD)
+    with pytest.raises(CryptoError):
+        alice.encrypt(b"past the end", AD)
+
+    alice.decrypt(bob.encrypt(b"reply", AD), AD)
+    message = alice.encrypt(b"new chain", AD)
+    assert MessageHeader.decode(message).pn == ratchet.UINT32_MAX
+
+
+def test_ratchet_from_dict_rejects_counter_overflow() -> None:
+    alice, _ = _pair()
+    for key in ("send_n", "previous_send_n"):
+        state = alice.to_dict()
+        state[key] = ratchet.UINT32_MAX + 1
+        with pytest.raises(CryptoError):
+            RatchetSession.from_dict(state)
