@@ -17,9 +17,16 @@ for path in (REPO_ROOT, HERE):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from server_wire import (  # noqa: E402
+    DEFAULT_PASSWORD,
+    WireClient,
+    auth_key,
+    device_fields,
+    random_key,
+)
+
 from server.app import Server  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
-from server_wire import WireClient, auth_key, device_fields, random_key  # noqa: E402
 
 
 def make_config(data_dir: Path, **overrides: Any) -> ServerConfig:
@@ -63,7 +70,7 @@ class Clients:
         self.opened.append(client)
         return client
 
-    def register(self, name: str, password: str = "password") -> WireClient:
+    def register(self, name: str, password: str = DEFAULT_PASSWORD) -> WireClient:
         """Connect and register ``name``; the client is logged in, no device."""
         client = self.connect()
         reply = client.call(
@@ -83,7 +90,9 @@ class Clients:
         client.device_id = reply["device_id"]  # type: ignore[attr-defined]
         return client
 
-    def login(self, name: str, password: str = "password", **fields: Any) -> WireClient:
+    def login(
+        self, name: str, password: str = DEFAULT_PASSWORD, **fields: Any
+    ) -> WireClient:
         client = self.connect()
         reply = client.call(
             "login", username=name, auth_key=auth_key(name, password), **fields

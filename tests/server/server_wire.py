@@ -25,6 +25,7 @@ from enctalk.protocol import (
 HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
 TEST_MAX_FRAME = 16 * 1024 * 1024
+DEFAULT_PASSWORD = "password"
 
 
 def client_context(cafile: str | None = None) -> ssl.SSLContext:
@@ -95,7 +96,7 @@ class WireClient:
             self.sock.settimeout(remaining)
             try:
                 data = self.sock.recv(65536)
-            except (socket.timeout, TimeoutError) as exc:
+            except TimeoutError as exc:
                 raise TimeoutError("no frame from the server in time") from exc
             except (ConnectionError, ssl.SSLError) as exc:
                 raise ConnectionClosed(str(exc)) from exc
@@ -147,7 +148,7 @@ class WireClient:
                 return frames
 
 
-def auth_key(name: str, password: str = "password") -> bytes:
+def auth_key(name: str, password: str = DEFAULT_PASSWORD) -> bytes:
     """Return a deterministic 32-byte auth key for tests."""
     return (name + ":" + password).encode("utf-8").ljust(32, b"#")[:32]
 
