@@ -1,7 +1,7 @@
 """Headless EncTalk commands over the client core.
 
 ``python run_client.py [options] COMMAND ARGS``. With no command the GUI
-would start; it is not built yet, so :func:`main` says so and returns 2.
+would start; it is not built yet, so :func:`main` prints that and returns 2.
 Every error is one line on stderr and an exit code from :data:`EXIT_CODES`,
 never a traceback.
 """

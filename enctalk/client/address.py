@@ -3,7 +3,7 @@
 ``parse_server_address("[::1]:6000")`` returns ``("::1", 6000)``; the port
 defaults to :data:`DEFAULT_PORT`. A bare IPv6 literal without brackets is
 accepted only when the whole text is one, because otherwise its last
-group could not be told apart from a port.
+group could not be distinguished from a port.
 """
 
 from __future__ import annotations

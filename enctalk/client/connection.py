@@ -2,9 +2,9 @@
 
 One daemon thread owns the socket. It connects, exchanges ``hello``, then
 runs a ``select`` loop over the non-blocking TLS socket and a wake-up
-socket pair: it writes queued frames, reads and decodes frames, resolves
-the reply to each request by its ``id``, hands pushes to a callback, and
-sends ``ping`` every :data:`PING_INTERVAL` seconds. When the connection
+socket pair. The loop writes queued frames, reads and decodes frames,
+matches each reply to its request by ``id``, hands pushes to a callback,
+and sends ``ping`` every :data:`PING_INTERVAL` seconds. When the connection
 drops it reconnects after a capped exponential backoff with jitter
 (1, 2, 4 ... :data:`MAX_BACKOFF` seconds), failing every request that was
 waiting. Other threads call :meth:`Connection.request`, which blocks up to
@@ -45,8 +45,8 @@ from enctalk.protocol import (
 logger = logging.getLogger(__name__)
 
 PING_INTERVAL = 20.0
-# A connection that receives nothing for this long is taken as dead; the
-# server answers each ping, so a live one never stays silent this long.
+# A connection that receives nothing for this long is taken as dead,
+# because the server replies to each ping sent every PING_INTERVAL.
 RECEIVE_TIMEOUT = 50.0
 CONNECT_TIMEOUT = 10.0
 MIN_BACKOFF = 1.0
@@ -186,7 +186,7 @@ class Connection:
         return pending.reply
 
     def send_nowait(self, kind: str, **fields: Any) -> None:
-        """Queue a request whose reply nobody waits for (``ack``, ``ping``)."""
+        """Queue a request without waiting for its reply (``ack``, ``ping``)."""
         if self._connected:
             self._enqueue(kind, fields, track=False)
 

@@ -12,14 +12,13 @@
 One re-entrant lock guards every piece of secret state (vault contents,
 device keys, ratchet sessions, history), so a method and the worker never
 interleave halfway through a change. Every change is saved to the vault
-before the server is told about it (an ``ack``), so a crash loses nothing
-and at worst makes the server send an item again, which is then dropped.
+before the client sends the server its ``ack``. A crash therefore loses
+nothing, and at worst the server sends an item again, which is dropped.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import queue
@@ -27,38 +26,31 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from enctalk.client import errors as codes
-from enctalk.client.address import format_server_address, parse_server_address
+from enctalk.client import messaging
+from enctalk.client.address import parse_server_address
 from enctalk.client.connection import CONNECTED, Connection
 from enctalk.client.errors import ClientError
 from enctalk.client.events import (
     CONNECTION_STATE,
-    CONTACT_ADDED,
-    DECRYPT_FAILED,
     DELIVERY_UPDATED,
     ERROR,
     IDENTITY_CHANGED,
-    MESSAGE_RECEIVED,
-    PREKEYS_LOW,
     PREKEYS_UPLOADED,
-    PRESENCE_CHANGED,
     SESSION_REVOKED,
     Event,
 )
 from enctalk.client.history import (
-    DELIVERED,
-    FAILED,
     HISTORY_KEY_SIZE,
     SENDING,
-    SENT,
     HistoryEntry,
     HistoryStore,
 )
+from enctalk.client.messaging import SendResult
 from enctalk.client.passwords import check_new_password
 from enctalk.client.profile import Profile, default_profile_dir
 from enctalk.client.trust import ConfirmServer, ServerTrust, certificate_fingerprint
@@ -72,33 +64,17 @@ from enctalk.crypto.keys import (
     ONE_TIME_PREKEY_LOW_WATER,
     AccountIdentity,
     DeviceKeys,
-    verify_device_key,
-    verify_prekey,
     x25519_public_bytes,
 )
 from enctalk.crypto.vault import Vault
-from enctalk.crypto.x3dh import PreKeyBundle
 from enctalk.protocol import InvalidUsername, canonical_username
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 15.0
 STATE_FORMAT = 1
-MAX_SEND_ATTEMPTS = 4
 RETRY_DELAY = 2.0
 
-# Server error codes after which resending the same message cannot help.
-_PERMANENT_SEND_ERRORS = frozenset(
-    {
-        "not_a_contact",
-        "user_not_found",
-        "invalid_username",
-        "invalid_frame",
-        "message_id_conflict",
-        "frame_too_large",
-        codes.IDENTITY_INVALID,
-    }
-)
 _SESSION_ENDED = frozenset({"invalid_session", "account_disabled"})
 
 
@@ -132,20 +108,6 @@ def _default_device_name() -> str:
 
 def _key_fingerprint(key: bytes) -> str:
     return certificate_fingerprint(key).removeprefix("SHA256:")[:47]
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """What became of a message handed to :meth:`Client.send_text`.
-
-    ``state`` is ``"sent"`` (the server stored it), ``"queued"`` (in the
-    outbox, to go out after a reconnect or restart) or ``"failed"``.
-    """
-
-    message_id: str
-    state: str
-    server_seq: int | None = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -349,7 +311,7 @@ class Client:
 
         Returns the canonical username. Raises ClientError for a weak
         password (``weak_password``), a taken name (``username_taken``) or
-        a profile that already holds an account (``profile_invalid``).
+        a profile that already contains an account (``profile_invalid``).
         """
         name = _username(username)
         check_new_password(password, name)
@@ -572,7 +534,7 @@ class Client:
                     f"Device {device_id} is this device; log out instead.",
                 )
             self._request("remove_device", device_id=device_id)
-            self._forget_device(self._require_username(), device_id)
+            messaging.forget_device(self, self._require_username(), device_id)
             self._save()
 
     def safety_number(self, username: str) -> str:
@@ -994,9 +956,9 @@ class Client:
         elif kind == "authenticated":
             self._after_authenticated()
         elif kind == "flush":
-            self._flush_outbox()
+            messaging.flush_outbox(self)
         elif kind == "push":
-            self._handle_push(task[1], task[2])
+            messaging.handle_push(self, task[1], task[2])
 
     def _handle_connection_state(self, state: str, data: dict[str, Any]) -> None:
         if state != CONNECTED:
@@ -1051,403 +1013,7 @@ class Client:
         with self._lock:
             after = int(self._require_state()["last_seq"])
         self._request("sync", after=after)
-        self._flush_outbox()
-
-    # Sending.
-
-    def _flush_outbox(self) -> None:
-        while self._authenticated.is_set():
-            with self._lock:
-                state = self._state
-                if state is None or not state["outbox"]:
-                    return
-                item = dict(state["outbox"][0])
-                try:
-                    reply = self._send_item(item)
-                except ClientError as exc:
-                    if exc.code not in _PERMANENT_SEND_ERRORS:
-                        logger.info("send of a queued message deferred: %s", exc.code)
-                        if exc.code != codes.CONNECTION_FAILED:
-                            # A reconnect flushes again by itself; other
-                            # errors (busy, rate_limited, timeout) need a timer.
-                            self._schedule(("flush",), exc.retry_after)
-                        return
-                    self._finish_send(item, FAILED, error=exc.message)
-                    continue
-                self._finish_send(item, SENT, reply=reply)
-
-    def _finish_send(
-        self,
-        item: dict[str, Any],
-        outcome: str,
-        reply: dict[str, Any] | None = None,
-        error: str | None = None,
-    ) -> None:
-        state = self._require_state()
-        state["outbox"] = [
-            queued
-            for queued in state["outbox"]
-            if queued["message_id"] != item["message_id"]
-        ]
-        changes: dict[str, Any] = {"state": outcome}
-        if reply is not None:
-            changes["server_seq"] = reply["server_seq"]
-            changes["server_time"] = reply["server_time"]
-        self._require_history().update(item["message_id"], **changes)
-        self._save()
-        data: dict[str, Any] = {
-            "message_id": item["message_id"],
-            "conversation": item["to"],
-            "state": outcome,
-        }
-        if error is not None:
-            data["error"] = error
-        if reply is not None:
-            data["server_seq"] = reply["server_seq"]
-        self._emit(DELIVERY_UPDATED, **data)
-        result = SendResult(
-            item["message_id"],
-            outcome,
-            server_seq=None if reply is None else reply["server_seq"],
-            error=error,
-        )
-        with self._send_done:
-            self._send_outcomes[item["message_id"]] = result
-            self._send_done.notify_all()
-
-    def _send_item(self, item: dict[str, Any]) -> dict[str, Any]:
-        me = self._require_username()
-        device_id = self.profile.device_id
-        assert device_id is not None and self._device is not None
-        to, message_id = item["to"], item["message_id"]
-        payload = json.dumps(
-            {
-                "kind": "text",
-                "body": item["body"],
-                "sent_at": item["sent_at"],
-                "message_id": message_id,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode("utf-8")
-        key_material, sealed = e2e.seal_payload(
-            payload, e2e.payload_associated_data(me, device_id, to, message_id)
-        )
-        for user in (to, me):
-            if user not in self._require_state()["devices"]:
-                self._fetch_bundles(user)
-
-        for _attempt in range(MAX_SEND_ATTEMPTS):
-            envelopes = self._make_envelopes(to, message_id, key_material)
-            try:
-                return self._request(
-                    "send",
-                    message_id=message_id,
-                    to=to,
-                    payload=sealed,
-                    envelopes=envelopes,
-                )
-            except ClientError as exc:
-                if exc.code != "device_list_mismatch":
-                    raise
-                self._apply_mismatch(exc.details)
-            finally:
-                self._save()
-        raise ClientError(
-            "device_list_mismatch",
-            f"The device list of {to} kept changing; the message stays queued.",
-        )
-
-    def _make_envelopes(
-        self, to: str, message_id: str, key_material: bytes
-    ) -> list[dict[str, Any]]:
-        state = self._require_state()
-        me = self._require_username()
-        own_device = self.profile.device_id
-        assert self._device is not None and self._aik is not None
-        assert own_device is not None
-        envelopes = []
-        for user in dict.fromkeys((to, me)):
-            for device_id in state["devices"].get(user, []):
-                if user == me and device_id == own_device:
-                    continue
-                key = f"{user}/{device_id}"
-                if key not in self._sessions and key not in self._bundles:
-                    self._fetch_bundles(user)
-                ad = e2e.message_associated_data(
-                    me, own_device, user, device_id, to, message_id
-                )
-                body, session = e2e.encrypt_for_device(
-                    self._device,
-                    self._aik.public_bytes(),
-                    self._sessions.get(key),
-                    self._bundles.pop(key, None),
-                    key_material,
-                    ad,
-                )
-                self._sessions[key] = session
-                envelopes.append(
-                    {"username": user, "device_id": device_id, "body": body}
-                )
-        return envelopes
-
-    def _apply_mismatch(self, details: dict[str, Any]) -> None:
-        state = self._require_state()
-        refetch = set()
-        for item in details.get("missing", []):
-            user, device_id = item.get("username"), item.get("device_id")
-            if isinstance(user, str) and isinstance(device_id, int):
-                known = state["devices"].setdefault(user, [])
-                if device_id not in known:
-                    known.append(device_id)
-                refetch.add(user)
-        for item in details.get("extra", []):
-            user, device_id = item.get("username"), item.get("device_id")
-            if isinstance(user, str) and isinstance(device_id, int):
-                self._forget_device(user, device_id)
-        for user in refetch:
-            self._fetch_bundles(user)
-
-    def _forget_device(self, user: str, device_id: int) -> None:
-        state = self._require_state()
-        known = state["devices"].get(user, [])
-        if device_id in known:
-            known.remove(device_id)
-        self._sessions.pop(f"{user}/{device_id}", None)
-        self._bundles.pop(f"{user}/{device_id}", None)
-
-    def _fetch_bundles(self, user: str) -> None:
-        """Fetch and verify the prekey bundles of every active device of ``user``."""
-        reply = self._request("fetch_bundles", username=user)
-        self._check_identity(reply["username"], reply["identity_key"])
-        aik = reply["identity_key"]
-        device_ids = []
-        for device in reply["devices"]:
-            bundle = _bundle_from_reply(aik, device)
-            try:
-                _verify_bundle(bundle)
-            except CryptoError as exc:
-                raise ClientError(
-                    codes.IDENTITY_INVALID,
-                    f"Device {device['device_id']} of {user} has a key that its "
-                    "account identity key did not sign.",
-                ) from exc
-            device_ids.append(device["device_id"])
-            key = f"{user}/{device['device_id']}"
-            if key not in self._sessions:
-                self._bundles[key] = bundle
-        state = self._require_state()
-        for old in set(state["devices"].get(user, [])) - set(device_ids):
-            self._forget_device(user, old)
-        state["devices"][user] = device_ids
-
-    # Receiving.
-
-    def _handle_push(self, kind: str, fields: dict[str, Any]) -> None:
-        if kind == "message":
-            self._receive_message(fields)
-        elif kind == "receipt":
-            self._receive_receipt(fields)
-        elif kind == "presence":
-            self._emit(
-                PRESENCE_CHANGED, username=fields["username"], online=fields["online"]
-            )
-        elif kind == "contact_added":
-            with self._lock:
-                if self._state is not None:
-                    self._check_identity(fields["username"], fields["identity_key"])
-                    self._save()
-            self._emit(
-                CONTACT_ADDED, username=fields["username"], online=fields["online"]
-            )
-        elif kind == "prekeys_low":
-            self._emit(PREKEYS_LOW, remaining=fields["remaining"])
-            with self._lock:
-                self._top_up_prekeys(fields["remaining"])
-        elif kind == "session_revoked":
-            with self._lock:
-                if self._state is not None:
-                    self._state["token"] = None
-                    self._save()
-                self._authenticated.clear()
-                self._session_error = ClientError(
-                    "invalid_session",
-                    f"The session was revoked ({fields['reason']}); log in again.",
-                )
-            self._emit(SESSION_REVOKED, reason=fields["reason"])
-
-    def _acknowledge(self, seq: int) -> None:
-        state = self._require_state()
-        if seq > state["last_seq"]:
-            state["last_seq"] = seq
-        self._save()
-        if self._connection is not None:
-            self._connection.send_nowait("ack", upto=seq)
-
-    def _receive_receipt(self, fields: dict[str, Any]) -> None:
-        with self._lock:
-            state = self._state
-            if state is None:
-                return
-            if fields["seq"] <= state["last_seq"]:
-                self._acknowledge(fields["seq"])
-                return
-            entry = self._require_history().find(fields["message_id"])
-            updated = False
-            if (
-                entry is not None
-                and entry.direction == "out"
-                and entry.state != DELIVERED
-            ):
-                self._require_history().update(fields["message_id"], state=DELIVERED)
-                updated = True
-            self._acknowledge(fields["seq"])
-        if updated and entry is not None:
-            self._emit(
-                DELIVERY_UPDATED,
-                message_id=fields["message_id"],
-                conversation=entry.conversation,
-                state=DELIVERED,
-            )
-
-    def _receive_message(self, fields: dict[str, Any]) -> None:
-        with self._lock:
-            state = self._state
-            if state is None:
-                return
-            seq, message_id = fields["seq"], fields["message_id"]
-            history = self._require_history()
-            if seq <= state["last_seq"] or history.contains(message_id):
-                self._acknowledge(seq)
-                return
-            me = self._require_username()
-            sender, sender_device = fields["from"], fields["from_device"]
-            conversation = fields["to"] if sender == me else sender
-            try:
-                payload = self._open_message(fields)
-            except (CryptoError, ClientError, ValueError, KeyError, TypeError) as exc:
-                logger.warning(
-                    "message %s from %s/%s did not decrypt: %s",
-                    message_id,
-                    sender,
-                    sender_device,
-                    type(exc).__name__,
-                )
-                history.add(
-                    HistoryEntry(
-                        conversation=conversation,
-                        kind="notice",
-                        direction="in",
-                        sender=sender,
-                        body=f"could not decrypt a message from {sender}",
-                        message_id=message_id,
-                        server_seq=fields["server_seq"],
-                        server_time=fields["server_time"],
-                        sent_at=None,
-                        state=None,
-                    )
-                )
-                self._acknowledge(seq)
-                event: tuple[str, dict[str, Any]] = (
-                    DECRYPT_FAILED,
-                    {
-                        "conversation": conversation,
-                        "sender": sender,
-                        "sender_device": sender_device,
-                        "message_id": message_id,
-                        "server_seq": fields["server_seq"],
-                    },
-                )
-            else:
-                entry = HistoryEntry(
-                    conversation=conversation,
-                    kind="text",
-                    direction="out" if sender == me else "in",
-                    sender=sender,
-                    body=payload["body"],
-                    message_id=message_id,
-                    server_seq=fields["server_seq"],
-                    server_time=fields["server_time"],
-                    sent_at=payload["sent_at"],
-                    state=SENT if sender == me else None,
-                )
-                history.add(entry)
-                self._acknowledge(seq)
-                event = (
-                    MESSAGE_RECEIVED,
-                    {
-                        "conversation": conversation,
-                        "sender": sender,
-                        "sender_device": sender_device,
-                        "body": payload["body"],
-                        "message_id": message_id,
-                        "server_seq": fields["server_seq"],
-                        "server_time": fields["server_time"],
-                        "sent_at": payload["sent_at"],
-                    },
-                )
-        self._emit(event[0], **event[1])
-
-    def _open_message(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """Decrypt one pushed message and check its payload; raise on any failure."""
-        me = self._require_username()
-        own_device = self.profile.device_id
-        assert self._device is not None and own_device is not None
-        sender, sender_device = fields["from"], fields["from_device"]
-        message_id, to = fields["message_id"], fields["to"]
-        key = f"{sender}/{sender_device}"
-        ad = e2e.message_associated_data(
-            sender, sender_device, me, own_device, to, message_id
-        )
-        decrypted = e2e.decrypt_envelope(
-            self._device, self._sessions.get(key), fields["envelope"], ad
-        )
-        # The envelope authenticated, so the sender's ratchet moved on too:
-        # keep the session even if the payload turns out to be bad.
-        self._sessions[key] = decrypted.session
-        self._check_identity(sender, decrypted.sender_aik_public)
-        plaintext = e2e.open_payload(
-            decrypted.plaintext,
-            fields["payload"],
-            e2e.payload_associated_data(sender, sender_device, to, message_id),
-        )
-        payload = json.loads(plaintext.decode("utf-8"))
-        if not isinstance(payload, dict) or payload.get("kind") != "text":
-            raise ValueError("payload is not a text message")
-        if payload.get("message_id") != message_id:
-            raise ValueError("payload message id differs from the envelope's")
-        if not isinstance(payload.get("body"), str):
-            raise ValueError("payload body is not text")
-        if not isinstance(payload.get("sent_at"), int):
-            raise ValueError("payload sent_at is not an integer")
-        return payload
-
-
-def _bundle_from_reply(aik: bytes, device: dict[str, Any]) -> PreKeyBundle:
-    one_time = device.get("one_time_prekey")
-    return PreKeyBundle(
-        identity_key=device["identity_key"],
-        signed_prekey_id=device["signed_prekey"]["id"],
-        signed_prekey=device["signed_prekey"]["key"],
-        signed_prekey_signature=device["signed_prekey"]["signature"],
-        one_time_prekey_id=None if one_time is None else one_time["id"],
-        one_time_prekey=None if one_time is None else one_time["key"],
-        account_identity_key=aik,
-        device_signature=device["signature"],
-    )
-
-
-def _verify_bundle(bundle: PreKeyBundle) -> None:
-    """Raise SignatureError unless the AIK signed the device and signed prekey."""
-    verify_device_key(
-        bundle.account_identity_key, bundle.identity_key, bundle.device_signature
-    )
-    verify_prekey(
-        bundle.account_identity_key,
-        bundle.signed_prekey_id,
-        bundle.signed_prekey,
-        bundle.signed_prekey_signature,
-    )
+        messaging.flush_outbox(self)
 
 
 def _signed_prekey_fields(signed: Any) -> dict[str, Any]:
@@ -1458,5 +1024,4 @@ def _signed_prekey_fields(signed: Any) -> dict[str, Any]:
     }
 
 
-ConfirmCallback = Callable[[str, str], bool]
-__all__ = ["Client", "ClientError", "Contact", "SendResult", "format_server_address"]
+__all__ = ["Client", "ClientError", "Contact", "SendResult"]

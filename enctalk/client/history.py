@@ -9,10 +9,10 @@ under keys derived from the history key index the rows: the conversation
 (the peer's canonical username) and the message id, so lookups and
 deduplication need no plaintext on disk.
 
-Rows are ordered by ``sort_key``: twice the server's ``server_seq`` for a
-message the server has stamped, an odd value just after the newest stamped
-message for a local notice, and NULL (last, in insertion order) for an
-outgoing message the server has not acknowledged yet.
+Rows are ordered by ``sort_key``. A message the server has stamped gets
+twice its ``server_seq``, and a local notice an odd value just after the
+newest stamped message. An outgoing message the server has not
+acknowledged yet has NULL, so it comes last, in insertion order.
 """
 
 from __future__ import annotations

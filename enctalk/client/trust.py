@@ -6,7 +6,7 @@ certificate without verifying it, and pins it if its fingerprint equals
 one the user approved in advance, if the caller allows new servers, or
 if the user confirms the fingerprint shown to them. Afterwards the pinned
 certificate is the only trust anchor of the TLS context, and the peer's
-certificate must also have the pinned fingerprint; any other certificate
+certificate must also have the pinned fingerprint. Any other certificate
 is a hard error that names both fingerprints.
 
 With ``use_system_trust`` the operator's CA-signed certificate is checked
@@ -81,7 +81,7 @@ def fetch_certificate(host: str, port: int, timeout: float) -> bytes:
 
 
 class ServerTrust:
-    """Which certificate a server address must present, and the TLS context for it.
+    """The pinning rules for server addresses, and the TLS context of each.
 
     ``known_servers`` is the profile's mapping and is changed in place when
     a certificate is pinned; the caller saves the profile.
