@@ -1,9 +1,10 @@
 """Server settings: defaults, the TOML config file and their checks.
 
-:class:`ServerConfig` holds every setting with its unit in the name or the
-help text. :func:`load_config` reads a TOML file whose keys are the field
-names; command-line flags override the file (see ``server.main``). Unknown
-keys and values of the wrong type are rejected with :class:`ConfigError`.
+:class:`ServerConfig` contains every setting, with its unit in the name or
+the help text. :func:`build_config` combines the defaults, a TOML file
+whose keys are the field names, and command-line flags, which override
+the file. Unknown keys and values of the wrong type raise
+:class:`ConfigError`.
 """
 
 from __future__ import annotations

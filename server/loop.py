@@ -253,7 +253,7 @@ class EventLoop:
         try:
             self._wake_writer.send(b"\0")
         except (BlockingIOError, OSError):
-            # A full socket pair already holds a pending wake-up.
+            # A full socket pair already contains a pending wake-up.
             pass
 
     def _drain_wake(self) -> None:
@@ -689,8 +689,8 @@ class EventLoop:
     def _push_queue_item(self, device_id: int, seq: int, data: bytes) -> None:
         for conn in list(self.by_device.get(device_id, ())):
             if conn.syncing:
-                # Hold live items until the sync has pushed the older ones,
-                # so the device sees its queue in order.
+                # Defer live items until the sync has pushed the older ones,
+                # so the device receives its queue in order.
                 conn.deferred.append((seq, data))
                 conn.deferred_bytes += len(data)
                 if conn.deferred_bytes > self.config.output_hard_limit:

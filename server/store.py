@@ -2,11 +2,12 @@
 
 Connections: each worker thread (and the admin command) opens its own
 ``sqlite3`` connection to the same file. WAL mode lets readers run while
-one writer commits, and every transaction that may write starts with
+one writer commits. Every transaction that may write starts with
 ``BEGIN IMMEDIATE``, so it takes the write lock up front and waits for it
-(``busy_timeout``) instead of failing when a read snapshot would have to
-be upgraded. bcrypt never runs inside a transaction, so the write lock is
-held only for the SQL itself. This is simpler than one writer connection
+(``busy_timeout``). A deferred transaction would instead fail with
+``SQLITE_BUSY`` when its read snapshot cannot be upgraded to a write.
+bcrypt never runs inside a transaction, so the write lock is held only
+for the SQL itself. This is simpler than one writer connection
 behind a lock and also covers the admin command, a separate process.
 
 Durability: ``synchronous=FULL`` makes every commit durable at once, and
@@ -29,8 +30,8 @@ from typing import Any
 SCHEMA_VERSION = 1
 DATABASE_FILE_NAME = "enctalk.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
-# A device holds at most this many one-time prekeys; extra uploads are
-# dropped and the upload reply reports the number held.
+# The server stores at most this many one-time prekeys per device. Extra
+# uploaded keys are dropped, and the upload reply returns the stored count.
 MAX_HELD_PREKEYS = 1000
 
 _SCHEMA = """
@@ -563,7 +564,7 @@ class Store:
     ) -> dict[bytes, str]:
         """Return the given sessions that are gone, expired or of a disabled user.
 
-        The value says why, for the ``session_revoked`` push.
+        Each value is the reason sent in the ``session_revoked`` push.
         """
         result: dict[bytes, str] = {}
         for start in range(0, len(token_hashes), 500):

@@ -1,6 +1,6 @@
 """Accounts and sessions: register, login, resume, logout, passwords, backups.
 
-The server never sees a password. A client sends a 32-byte auth key, and
+The server never receives a password. A client sends a 32-byte auth key, and
 the server stores bcrypt over its base64 (44 bytes, inside bcrypt's
 72-byte input limit). bcrypt runs here, in a worker thread. An unknown
 username is checked against a dummy hash, so it costs the same time as a

@@ -23,7 +23,7 @@ MS_PER_DAY = 86_400_000
 
 
 class HandlerError(Exception):
-    """A request failed for a reason the client is told; becomes an error frame."""
+    """A request failed for a reason sent to the client as an error frame."""
 
     def __init__(
         self,
@@ -125,7 +125,7 @@ class OnlineUsers:
 
 @dataclass
 class Services:
-    """What handlers need: settings, database, presence and a dummy hash."""
+    """Shared handler dependencies: settings, database, presence, dummy hash."""
 
     config: ServerConfig
     store: Store

@@ -28,9 +28,9 @@ from server.store import QueueItem
 
 logger = logging.getLogger(__name__)
 
-# One part of a sync pushes at most this many items; the byte budget per
-# part is half the output soft limit, so a long queue never pushes the
-# connection over its hard limit.
+# One part of a sync pushes at most this many items. Its byte budget is
+# half the output soft limit, so a long queue cannot push the connection
+# over its hard limit.
 SYNC_BATCH_ITEMS = 200
 # Room for the fields of a message push besides payload and envelope.
 MESSAGE_PUSH_OVERHEAD = 512

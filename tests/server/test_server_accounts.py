@@ -66,7 +66,7 @@ def test_register_login_resume_logout(clients: Clients) -> None:
     assert fourth.request("resume", token=token)["code"] == "invalid_session"
 
 
-def test_login_wrong_user_and_wrong_key_look_the_same(clients: Clients) -> None:
+def test_login_failures_are_indistinguishable(clients: Clients) -> None:
     clients.register("alice")
     client = clients.connect()
     wrong_key = client.request("login", username="alice", auth_key=random_key())

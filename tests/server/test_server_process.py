@@ -276,8 +276,8 @@ def test_slow_reader_is_dropped_and_memory_bounded(tmp_path: Path) -> None:
         log = process.log_text()
         assert "output buffer over the hard limit" in log
         assert 0 < dropped_after < sent
-        # 80 messages are 32 MB of base64 frames; the server holds none of
-        # them for the dropped reader.
+        # 80 messages are 32 MB of base64 frames, and the server keeps none
+        # of them in memory for the dropped reader.
         assert (rss_after - rss_before) * 1024 < 16_000_000
         assert sender.call("ping")["type"] == "ok"
         assert "Traceback" not in log
