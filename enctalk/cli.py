@@ -439,6 +439,8 @@ class _Runner:
             except queue.Empty:
                 continue
             self.say(json.dumps(event.to_dict(), ensure_ascii=False, sort_keys=True))
+            if event.name == "session_revoked" and self.client.session_error:
+                raise self.client.session_error
 
     def cmd_history(self) -> int:
         self.unlock()

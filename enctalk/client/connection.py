@@ -199,9 +199,12 @@ class Connection:
         self, kind: str, fields: dict[str, Any], track: bool = True
     ) -> tuple[_Pending, int]:
         frame_id = next(self._ids)
-        data = encode_frame(
-            make_request(kind, frame_id, **fields), self._max_frame_size
-        )
+        try:
+            data = encode_frame(
+                make_request(kind, frame_id, **fields), self._max_frame_size
+            )
+        except ProtocolError as exc:
+            raise ClientError(exc.code, f"The '{kind}' request is too large.") from exc
         pending = _Pending(kind)
         with self._lock:
             self._pending[frame_id] = pending if track else _Pending(kind)

@@ -74,6 +74,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 15.0
 STATE_FORMAT = 1
 RETRY_DELAY = 2.0
+# Far below the protocol's payload limit, which also has to fit attachments.
+MAX_TEXT_BYTES = 64 * 1024
 
 _SESSION_ENDED = frozenset({"invalid_session", "account_disabled"})
 
@@ -209,6 +211,11 @@ class Client:
     @property
     def connected(self) -> bool:
         return self._connection is not None and self._connection.connected
+
+    @property
+    def session_error(self) -> ClientError | None:
+        """Why the saved session ended (revoked, expired), or None."""
+        return self._session_error
 
     @property
     def connection_error(self) -> ClientError | None:
@@ -588,7 +595,14 @@ class Client:
         """
         name = _username(to)
         if not body:
-            raise ClientError("invalid_frame", "The message is empty.")
+            raise ClientError(codes.INVALID_MESSAGE, "The message is empty.")
+        size = len(body.encode("utf-8"))
+        if size > MAX_TEXT_BYTES:
+            raise ClientError(
+                codes.INVALID_MESSAGE,
+                f"The message is {size} bytes long; the maximum is "
+                f"{MAX_TEXT_BYTES} bytes.",
+            )
         timeout = self.timeout if timeout is None else timeout
         message_id = str(uuid.uuid4())
         sent_at = _now_ms()

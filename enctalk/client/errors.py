@@ -22,6 +22,7 @@ CERTIFICATE_REJECTED = "certificate_rejected"
 IDENTITY_INVALID = "identity_invalid"
 PROFILE_INVALID = "profile_invalid"
 UNKNOWN_CONTACT = "unknown_contact"
+INVALID_MESSAGE = "invalid_message"
 
 
 class ClientError(Exception):

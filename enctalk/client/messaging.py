@@ -89,6 +89,12 @@ def flush_outbox(client: Client) -> None:
                     return
                 _finish_send(client, item, FAILED, error=exc.message)
                 continue
+            except (CryptoError, ValueError) as exc:
+                # A bundle or session that cannot encrypt would fail the
+                # same way on every retry and hold up the whole outbox.
+                logger.warning("queued message could not be encrypted: %s", exc)
+                _finish_send(client, item, FAILED, error=f"encryption failed: {exc}")
+                continue
             _finish_send(client, item, SENT, reply=reply)
 
 

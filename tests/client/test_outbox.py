@@ -87,3 +87,18 @@ def test_send_text_without_account_raises_not_logged_in(tmp_path):
         client.send_text("bob", "hello", timeout=0.1)
     client.close()
     assert info.value.code == "not_logged_in"
+
+
+def test_send_text_rejects_oversized_and_empty_messages(profile_dir):
+    path, _ = profile_dir
+    client = make_offline_client(path)
+    client.unlock(PASSWORD)
+    with pytest.raises(ClientError) as too_long:
+        client.send_text("bob", "x" * (64 * 1024 + 1), timeout=0.1)
+    with pytest.raises(ClientError) as empty:
+        client.send_text("bob", "", timeout=0.1)
+    outbox = client.outbox()
+    client.close()
+    assert too_long.value.code == "invalid_message"
+    assert empty.value.code == "invalid_message"
+    assert outbox == []
