@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from conftest import Clients, make_config
-from server_wire import HOST, WireClient, client_context
+from server_wire import HOST, WireClient, auth_key, client_context, random_key
 
+from enctalk.protocol import make_request
 from server.app import Server
 
 MAX_FRAME = 1024 * 1024
@@ -302,3 +303,44 @@ def test_pipelined_requests_are_answered_in_order(clients: Clients) -> None:
     ]
     alice.send_raw(b"".join(_frame(json.dumps(f).encode()) for f in frames))
     assert [alice.read_frame()["id"] for _ in frames] == [1, 2, 3, 4, 5]
+
+
+def test_handler_exception_becomes_internal_error(
+    clients: Clients, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server import handlers
+
+    def broken(services: object, request: object) -> None:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setitem(handlers.HANDLERS, "list_contacts", broken)
+    alice = clients.register("alice")
+    reply = alice.request("list_contacts")
+    assert reply["code"] == "internal_error"
+    assert "simulated" not in reply["message"]
+    assert alice.call("ping")["type"] == "ok"
+    logged = [r for r in caplog.records if r.exc_info]
+    assert len(logged) == 1
+
+
+def test_stop_finishes_request_in_flight(data_dir: Path) -> None:
+    # bcrypt at cost 12 takes long enough for the stop to arrive mid-request.
+    server = Server(make_config(data_dir, bcrypt_cost=12))
+    server.start()
+    client = WireClient(server.port)
+    client.send_frame(
+        make_request(
+            "register",
+            1,
+            username="alice",
+            auth_key=auth_key("alice"),
+            identity_key=random_key(),
+            backup=b"b",
+        )
+    )
+    time.sleep(0.05)
+    server.stop()
+    frames = client.expect_closed(timeout=5)
+    assert [f["type"] for f in frames] == ["ok"], frames
+    assert frames[0]["username"] == "alice"
+    client.close()
