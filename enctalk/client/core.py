@@ -74,7 +74,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 15.0
 STATE_FORMAT = 1
 RETRY_DELAY = 2.0
-# Far below the protocol's payload limit, which also has to fit attachments.
+# Text only; the protocol's payload limit (768 KiB) is far larger.
 MAX_TEXT_BYTES = 64 * 1024
 
 _SESSION_ENDED = frozenset({"invalid_session", "account_disabled"})
@@ -445,7 +445,7 @@ class Client:
     ) -> bool:
         """Redeem an administrator's reset code and set ``new_password``.
 
-        Keeps the AIK when this client holds it: already unlocked, or the
+        Keeps the AIK when this client has it: already unlocked, or the
         vault opens with ``old_password``. Otherwise makes a new AIK, which
         contacts see as a key change. Returns True when the AIK was kept.
         """
@@ -851,6 +851,7 @@ class Client:
                     "The server reports another identity key for this account.",
                 )
             return
+
         contact = state["contacts"].get(name)
         if contact is None:
             state["contacts"][name] = {
@@ -861,11 +862,13 @@ class Client:
         old = _unb64(contact["identity_key"])
         if old == identity_key:
             return
+
         contact["identity_key"] = _b64(identity_key)
         contact["verified"] = False
         for key in [k for k in self._sessions if k.startswith(name + "/")]:
             del self._sessions[key]
         state["devices"].pop(name, None)
+
         old_fp, new_fp = _key_fingerprint(old), _key_fingerprint(identity_key)
         self._require_history().add(
             HistoryEntry(

@@ -428,10 +428,11 @@ def _open_message(client: Client, fields: dict[str, Any]) -> dict[str, Any]:
     decrypted = e2e.decrypt_envelope(
         client._device, client._sessions.get(key), fields["envelope"], ad
     )
-    # The envelope authenticated, so the sender's ratchet moved on too:
-    # keep the session even if the payload turns out to be bad.
-    client._sessions[key] = decrypted.session
+    # The envelope authenticated, so the sender's ratchet moved on too: keep
+    # the session even if the payload is bad. A key change drops the
+    # sender's old sessions, so it is checked before the session is stored.
     client._check_identity(sender, decrypted.sender_aik_public)
+    client._sessions[key] = decrypted.session
     plaintext = e2e.open_payload(
         decrypted.plaintext,
         fields["payload"],
