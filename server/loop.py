@@ -587,12 +587,14 @@ class EventLoop:
     # Applying results
 
     def _apply(self, request: Request, outcome: Outcome | None) -> None:
+        """Apply a handler's outcome: reply first, then pushes to others."""
         if outcome is None:
             outcome = Outcome(
                 reply=make_error(
                     request.frame_id, errors.INTERNAL_ERROR, "The server failed."
                 )
             )
+
         # Update the contact cache before any write, because a failed write
         # closes a connection and its presence change must reach the new
         # contact too.
@@ -602,10 +604,22 @@ class EventLoop:
                 self.contacts[first].add(second)
             if second in self.contacts:
                 self.contacts[second].add(first)
+
         conn = self.conns.get(request.conn_id)
         live = conn is not None and not conn.closed and conn.closing_reason is None
         if conn is not None and live:
             self._apply_to_requester(conn, request, outcome)
+
+        self._deliver(outcome)
+        if outcome.revocation is not None:
+            self._revoke(outcome.revocation)
+        self._unbind_devices(outcome.removed_devices)
+
+        if conn is not None and live:
+            self._pump(conn)
+            self._update_events(conn)
+
+    def _deliver(self, outcome: Outcome) -> None:
         for device_id, seq, data in outcome.queue_pushes:
             self._push_queue_item(device_id, seq, data)
         for device_id, data in outcome.device_frames:
@@ -614,22 +628,18 @@ class EventLoop:
         for user_id, data in outcome.user_frames:
             for target in list(self.online.get(user_id, ())):
                 self._send(target, data)
-        if outcome.revocation is not None:
-            self._revoke(outcome.revocation)
-        for device_id in outcome.removed_devices:
+
+    def _unbind_devices(self, device_ids: list[int]) -> None:
+        """Keep connections of removed devices logged in, without a device."""
+        for device_id in device_ids:
             for target in list(self.by_device.get(device_id, ())):
                 session = target.session
-                if session is not None:
-                    self._set_session(
-                        target,
-                        Session(
-                            session.user_id, session.username, None, session.token_hash
-                        ),
-                        frozenset(),
-                    )
-        if conn is not None and live:
-            self._pump(conn)
-            self._update_events(conn)
+                if session is None:
+                    continue
+                unbound = Session(
+                    session.user_id, session.username, None, session.token_hash
+                )
+                self._set_session(target, unbound, frozenset())
 
     def _apply_to_requester(
         self, conn: Connection, request: Request, outcome: Outcome

@@ -226,11 +226,13 @@ def change_password(services: Services, request: Request) -> Outcome:
     fields = request.fields
     keys = [f"user:{session.username}", f"addr:{request.address}"]
     _check_throttle(services, keys)
+
     user = services.store.user_by_id(session.user_id)
     if not _verify(services, user, fields["old_auth_key"]):
         _record_failure(services, keys, "wrong old password")
         raise HandlerError(errors.INVALID_CREDENTIALS, "The old password is wrong.")
     services.store.clear_failures(keys)
+
     auth_hash = hash_auth_key(fields["new_auth_key"], services.config.bcrypt_cost)
     token, token_hash = new_token()
     services.store.set_password(
@@ -241,6 +243,7 @@ def change_password(services: Services, request: Request) -> Outcome:
         session.device_id,
         now_ms(),
     )
+
     logger.info("user %s changed the password", session.username)
     return Outcome(
         reply={"token": token},
@@ -263,6 +266,7 @@ def redeem_reset(services: Services, request: Request) -> Outcome:
     invalid = HandlerError(
         errors.INVALID_RESET_CODE, "The reset code is invalid or has expired."
     )
+
     user = services.store.user_by_name(username)
     pending = None if user is None else services.store.reset_code(user.id)
     code_hash = hash_reset_code(fields["code"])
@@ -275,8 +279,10 @@ def redeem_reset(services: Services, request: Request) -> Outcome:
     ):
         _record_failure(services, keys, "invalid reset code")
         raise invalid
+
     if user.disabled:
         raise HandlerError(errors.ACCOUNT_DISABLED, "This account is disabled.")
+
     auth_hash = hash_auth_key(fields["new_auth_key"], services.config.bcrypt_cost)
     token, token_hash = new_token()
     redeemed, removed = services.store.redeem_reset(
@@ -290,6 +296,7 @@ def redeem_reset(services: Services, request: Request) -> Outcome:
     )
     if not redeemed:
         raise invalid
+
     services.store.clear_failures(keys)
     logger.info(
         "user %s redeemed a reset code (%d devices removed)", username, len(removed)

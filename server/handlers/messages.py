@@ -148,18 +148,22 @@ def send(services: Services, request: Request) -> Outcome:
         to = canonical_username(fields["to"])
     except InvalidUsername as exc:
         raise HandlerError(errors.INVALID_USERNAME, str(exc)) from exc
+
     recipient = services.store.user_by_name(to)
     if recipient is None:
         raise HandlerError(errors.USER_NOT_FOUND, f"There is no user {to}.")
+
     payload: bytes = fields["payload"]
     payload_hash = hashlib.sha256(payload).digest()
     duplicate = _duplicate(services, request, recipient.id, payload_hash)
     if duplicate is not None:
         return duplicate
+
     if recipient.id == session.user_id or not services.store.is_contact(
         session.user_id, recipient.id
     ):
         raise HandlerError(errors.NOT_A_CONTACT, f"{to} is not one of your contacts.")
+
     largest_envelope = max((len(e["body"]) for e in fields["envelopes"]), default=0)
     push_size = (
         _b64_length(len(payload))
@@ -172,6 +176,7 @@ def send(services: Services, request: Request) -> Outcome:
             "The message is too large to deliver within the maximum frame size of "
             f"{services.config.max_frame_size} bytes.",
         )
+
     envelopes = _check_envelopes(services, request, recipient.id, recipient.username)
     message_id = fields["message_id"]
     now = now_ms()
@@ -192,6 +197,7 @@ def send(services: Services, request: Request) -> Outcome:
         if duplicate is None:
             raise
         return duplicate
+
     bodies = dict(envelopes)
     outcome = Outcome(reply=_send_reply(message_id, server_seq, now, False))
     for device_id, seq in queued:
@@ -216,6 +222,7 @@ def sync(services: Services, request: Request) -> Outcome:
     after = request.fields["after"]
     if not request.fields.get("continued"):
         services.store.touch_device(device_id, now_ms())
+
     items = services.store.queue_items(device_id, after, SYNC_BATCH_ITEMS)
     budget = max(services.config.output_soft_limit // 2, 1)
     outcome = Outcome()
@@ -234,11 +241,13 @@ def sync(services: Services, request: Request) -> Outcome:
         size += len(data)
         if size >= budget:
             break
+
     outcome.highest_seq = highest
     if items and (highest != items[-1].seq or len(items) == SYNC_BATCH_ITEMS):
         fields = dict(request.fields, after=highest, continued=True)
         outcome.continuation = dataclasses.replace(request, fields=fields)
         return outcome
+
     outcome.reply = {"last": services.store.last_seq(device_id)}
     remaining = services.store.prekey_count(device_id)
     if remaining < PREKEYS_LOW:
