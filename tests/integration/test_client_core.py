@@ -236,6 +236,10 @@ def test_identity_change_after_reset_warns_contact(server, pair, tmp_path):
         assert any(
             "identity key of alice changed" in e.body for e in bob.history("alice")
         )
+        assert bob.send_text("alice", "welcome back").state == "sent"
+        received(fresh, "welcome back", [])
+        assert fresh.send_text("bob", "still here").state == "sent"
+        received(bob, "still here", [])
     finally:
         fresh.close()
 
