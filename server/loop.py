@@ -104,6 +104,8 @@ class EventLoop:
         self.tls_context = tls_context
         self.listener = listener
         self.listener.setblocking(False)
+        # NOTE: on Windows DefaultSelector is select(), which CPython builds
+        # with a limit of 512 sockets; larger labs need a Linux server.
         self.selector = selectors.DefaultSelector()
         self.executor = ThreadPoolExecutor(
             max_workers=self.config.worker_threads,

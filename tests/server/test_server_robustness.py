@@ -278,17 +278,17 @@ def test_request_rate_limit(data_dir: Path) -> None:
 def test_connections_per_address_limit(data_dir: Path) -> None:
     config = make_config(data_dir, max_connections_per_address=3)
     with Server(config) as server:
-        kept = [WireClient(server.port) for _ in range(3)]
+        open_clients = [WireClient(server.port) for _ in range(3)]
         raw = socket.create_connection((HOST, server.port), timeout=5)
         with pytest.raises((ssl.SSLError, OSError)):
             tls = client_context().wrap_socket(raw, server_hostname="localhost")
             tls.recv(1)
         raw.close()
-        kept[0].close()
+        open_clients[0].close()
         time.sleep(0.2)
         replacement = WireClient(server.port)
         assert replacement.call("ping")["type"] == "ok"
-        for client in [*kept, replacement]:
+        for client in [*open_clients, replacement]:
             client.close()
 
 
