@@ -32,7 +32,7 @@ def test_cli_two_users_exchange_messages(server, tmp_path):
     assert sent.returncode == 0, sent.stderr
     assert "Sent" in sent.stdout
 
-    heard = bob.run("--timeout", "2", "listen")
+    heard = bob.run("--timeout", "3", "listen")
     assert heard.returncode == 0, heard.stderr
     received = events_of(heard, "message_received")
     assert [event["body"] for event in received] == ["hello bob"]
@@ -40,7 +40,7 @@ def test_cli_two_users_exchange_messages(server, tmp_path):
     assert received[0]["conversation"] == "alice"
 
     assert bob.run("send", "alice", "hi alice").returncode == 0
-    heard = alice.run("--timeout", "2", "listen")
+    heard = alice.run("--timeout", "3", "listen")
     assert [e["body"] for e in events_of(heard, "message_received")] == ["hi alice"]
     delivered = [
         e for e in events_of(heard, "delivery_updated") if e["state"] == "delivered"
@@ -71,12 +71,12 @@ def test_cli_second_device_and_password_change(server, tmp_path):
 
     assert bob.run("send", "alice", "for both devices").returncode == 0
     for device in (alice, second):
-        heard = device.run("--timeout", "2", "listen")
+        heard = device.run("--timeout", "3", "listen")
         bodies = [e["body"] for e in events_of(heard, "message_received")]
         assert bodies == ["for both devices"]
 
     assert second.run("send", "bob", "from the laptop").returncode == 0
-    heard = alice.run("--timeout", "2", "listen")
+    heard = alice.run("--timeout", "3", "listen")
     copies = events_of(heard, "message_received")
     assert [e["body"] for e in copies] == ["from the laptop"]
     assert copies[0]["conversation"] == "bob"
@@ -114,11 +114,11 @@ def test_cli_outbox_sends_once_after_server_restart(server, tmp_path):
     sent = [e for e in events_of(flushed, "delivery_updated") if e["state"] == "sent"]
     assert len(sent) == 1
 
-    heard = bob.run("--timeout", "2", "listen")
+    heard = bob.run("--timeout", "3", "listen")
     assert [e["body"] for e in events_of(heard, "message_received")] == [
         "written offline"
     ]
-    again = alice.run("--timeout", "2", "listen")
+    again = alice.run("--timeout", "3", "listen")
     assert [
         e for e in events_of(again, "delivery_updated") if e["state"] == "sent"
     ] == []
