@@ -34,7 +34,8 @@ SIGNATURE_SIZE = 64
 TOKEN_SIZE = 32
 MAX_BACKUP_SIZE = 4096
 MAX_ENVELOPE_SIZE = 4096
-MAX_PAYLOAD_SIZE = 768 * 1024
+# Its base64 plus the envelopes must fit the default 1 MiB frame.
+MAX_PAYLOAD_SIZE = 700 * 1024
 MAX_ENVELOPES = 1000
 MAX_PREKEYS_PER_FRAME = 200
 MAX_DEVICES = 1000
@@ -79,6 +80,9 @@ class Text(Field):
     min_length: int = 0
     pattern: re.Pattern[str] | None = None
     multiline: bool = False
+    # Usernames keep control characters so that the handler can reject
+    # them with invalid_username, which names the rule, not invalid_frame.
+    control_allowed: bool = False
 
     def check(self, value: Any, path: str) -> str:
         if not isinstance(value, str):
@@ -92,6 +96,8 @@ class Text(Field):
             )
         if self.pattern is not None and not self.pattern.fullmatch(value):
             raise _invalid(path, "has an invalid format")
+        if self.control_allowed:
+            return value
         allowed = "\n\t" if self.multiline else ""
         for char in value:
             if (char < " " or "\x7f" <= char <= "\x9f") and char not in allowed:
@@ -221,7 +227,7 @@ def check_fields(
 
 
 # Shared field shapes
-USERNAME = Text(max_length=MAX_NAME_LENGTH, min_length=1)
+USERNAME = Text(max_length=MAX_NAME_LENGTH, min_length=1, control_allowed=True)
 KEY = Binary(KEY_SIZE, KEY_SIZE)
 SIGNATURE = Binary(SIGNATURE_SIZE, SIGNATURE_SIZE)
 TOKEN = Binary(TOKEN_SIZE, TOKEN_SIZE)
