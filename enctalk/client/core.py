@@ -270,7 +270,9 @@ class Client:
         """Block until the saved session is resumed on a live connection.
 
         Raises ClientError: the resume error (``invalid_session`` when the
-        session was revoked), the connection error, or ``timeout``.
+        session was revoked), the connection error, or ``timeout``. Methods
+        call it before taking the client's lock, because the worker needs
+        that lock to resume the session.
         """
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
@@ -414,8 +416,8 @@ class Client:
 
         Every other session of the account is revoked by the server.
         """
+        self.wait_ready()
         with self._lock:
-            self.wait_ready()
             name = self._require_username()
             check_new_password(new_password, name)
             old_key = derive_auth_key(old_password, name)
@@ -431,9 +433,11 @@ class Client:
                 backup=backup,
             )
             assert self._state is not None
+            # Rewrap first: a crash in between then leaves a vault that opens
+            # with the password the server now accepts.
+            self._vault.rewrap(new_password)
             self._state["token"] = _b64(reply["token"])
             self._save()
-            self._vault.rewrap(new_password)
         logger.info("changed the password of %s", name)
 
     def redeem_reset(
@@ -505,8 +509,8 @@ class Client:
     def add_contact(self, username: str) -> Contact:
         """Add a contact (mutual) and pin its AIK; return it."""
         name = _username(username)
+        self.wait_ready()
         with self._lock:
-            self.wait_ready()
             reply = self._request("add_contact", username=name)
             self._check_identity(reply["username"], reply["identity_key"])
             self._save()
@@ -514,8 +518,8 @@ class Client:
 
     def contacts(self) -> list[Contact]:
         """Return the contact list from the server, with local verification flags."""
+        self.wait_ready()
         with self._lock:
-            self.wait_ready()
             reply = self._request("list_contacts")
             result = []
             for item in reply["contacts"]:
@@ -527,14 +531,14 @@ class Client:
     def devices(self) -> list[dict[str, Any]]:
         """Return the account's devices: device_id, name, created, last_seen,
         stale, current (times in ms since the epoch)."""
+        self.wait_ready()
         with self._lock:
-            self.wait_ready()
             return list(self._request("list_devices")["devices"])
 
     def remove_device(self, device_id: int) -> None:
         """Remove one of the account's devices (``device_not_found`` if unknown)."""
+        self.wait_ready()
         with self._lock:
-            self.wait_ready()
             if device_id == self.profile.device_id:
                 raise ClientError(
                     codes.PROFILE_INVALID,
@@ -555,9 +559,10 @@ class Client:
         with self._lock:
             self._require_state()
             pinned = self._pinned_identity(name)
-            if pinned is None:
-                self.contacts()
-                pinned = self._pinned_identity(name)
+        if pinned is None:
+            self.contacts()
+        with self._lock:
+            pinned = self._pinned_identity(name)
             if pinned is None:
                 raise ClientError(
                     codes.UNKNOWN_CONTACT,

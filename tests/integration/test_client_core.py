@@ -298,3 +298,20 @@ def test_prekeys_low_triggers_top_up(pair):
         alice.events, lambda e: e.name == "prekeys_uploaded", WAIT
     )
     assert uploaded.data["count"] >= 20
+
+
+def test_reopened_client_calls_methods_without_waiting(server, pair, tmp_path):
+    alice, bob = pair
+    alice.close()
+
+    again = make_client(tmp_path, server, "alice")
+    try:
+        again.unlock(PASSWORD_ALICE)
+        started = time.monotonic()
+        contacts = again.contacts()
+        assert time.monotonic() - started < 5
+        assert [contact.username for contact in contacts] == ["bob"]
+        assert again.send_text("bob", "from a reopened client").state == "sent"
+        received(bob, "from a reopened client", [])
+    finally:
+        again.close()
