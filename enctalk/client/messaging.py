@@ -111,12 +111,14 @@ def _finish_send(
         for queued in state["outbox"]
         if queued["message_id"] != item["message_id"]
     ]
+
     changes: dict[str, Any] = {"state": outcome}
     if reply is not None:
         changes["server_seq"] = reply["server_seq"]
         changes["server_time"] = reply["server_time"]
     client._require_history().update(item["message_id"], **changes)
     client._save()
+
     data: dict[str, Any] = {
         "message_id": item["message_id"],
         "conversation": item["to"],
@@ -127,6 +129,7 @@ def _finish_send(
     if reply is not None:
         data["server_seq"] = reply["server_seq"]
     client._emit(DELIVERY_UPDATED, **data)
+
     result = SendResult(
         item["message_id"],
         outcome,
@@ -422,6 +425,7 @@ def _open_message(client: Client, fields: dict[str, Any]) -> dict[str, Any]:
     sender, sender_device = fields["from"], fields["from_device"]
     message_id, to = fields["message_id"], fields["to"]
     key = f"{sender}/{sender_device}"
+
     ad = e2e.message_associated_data(
         sender, sender_device, me, own_device, to, message_id
     )
@@ -433,6 +437,7 @@ def _open_message(client: Client, fields: dict[str, Any]) -> dict[str, Any]:
     # sender's old sessions, so it is checked before the session is stored.
     client._check_identity(sender, decrypted.sender_aik_public)
     client._sessions[key] = decrypted.session
+
     plaintext = e2e.open_payload(
         decrypted.plaintext,
         fields["payload"],
