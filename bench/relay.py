@@ -105,7 +105,9 @@ class LoadGenerator:
         for device in devices:
             self.selector.register(device.peer.sock, selectors.EVENT_READ, device)
         self.sent_at: dict[str, float] = {}
-        self.request_sent_at: dict[int, float] = {}
+        # Keyed by (username, request id), because every device numbers its
+        # requests from the same start.
+        self.request_sent_at: dict[tuple[str, int], float] = {}
         self.delivery_ms: list[float] = []
         self.ack_ms: list[float] = []
 
@@ -156,7 +158,7 @@ class LoadGenerator:
         )
         stamp = now()
         self.sent_at[message_id] = stamp
-        self.request_sent_at[device.next_id] = stamp
+        self.request_sent_at[(device.username, device.next_id)] = stamp
         device.out += encode_frame(frame)
         self._flush(device)
 
@@ -200,7 +202,8 @@ class LoadGenerator:
     def _handle(self, device: Device, frame: dict[str, Any], arrived: float) -> None:
         kind = frame.get("type")
         if kind == "ok":
-            started = self.request_sent_at.pop(frame.get("id", -1), None)
+            key = (device.username, frame.get("id", -1))
+            started = self.request_sent_at.pop(key, None)
             if started is not None:
                 self.ack_ms.append((arrived - started) * 1000)
         elif kind == "error":
