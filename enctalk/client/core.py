@@ -45,6 +45,7 @@ from enctalk.client.events import (
     Event,
 )
 from enctalk.client.history import (
+    FAILED,
     HISTORY_KEY_SIZE,
     SENDING,
     HistoryEntry,
@@ -648,11 +649,54 @@ class Client:
                 self._send_done.wait(remaining)
             return self._send_outcomes.pop(message_id)
 
-    def history(self, username: str, limit: int | None = None) -> list[HistoryEntry]:
-        """Return the local conversation with ``username``, ordered by server_seq."""
+    def history(
+        self,
+        username: str,
+        limit: int | None = None,
+        before_seq: int | None = None,
+    ) -> list[HistoryEntry]:
+        """Return the local conversation with ``username``, ordered by server_seq.
+
+        ``limit`` keeps the newest entries; ``before_seq`` only those before
+        the message with that server_seq (to page back).
+        """
         name = _username(username)
         with self._lock:
-            return self._require_history().conversation(name, limit)
+            return self._require_history().conversation(name, limit, before_seq)
+
+    def retry_send(self, message_id: str) -> None:
+        """Put a failed outgoing message back in the outbox, with the same UUID.
+
+        Raises ClientError ``invalid_message`` unless ``message_id`` is an
+        outgoing message in the ``failed`` state. The outcome arrives as
+        ``delivery_updated`` events.
+        """
+        with self._lock:
+            state = self._require_state()
+            history = self._require_history()
+            entry = history.find(message_id)
+            if entry is None or entry.direction != "out" or entry.state != FAILED:
+                raise ClientError(
+                    codes.INVALID_MESSAGE,
+                    f"Message {message_id} is not a failed outgoing message.",
+                )
+            state["outbox"].append(
+                {
+                    "message_id": message_id,
+                    "to": entry.conversation,
+                    "body": entry.body,
+                    "sent_at": entry.sent_at or _now_ms(),
+                }
+            )
+            history.update(message_id, state=SENDING)
+            self._save()
+        self._emit(
+            DELIVERY_UPDATED,
+            message_id=message_id,
+            conversation=entry.conversation,
+            state=SENDING,
+        )
+        self._tasks.put(("flush",))
 
     def outbox(self) -> list[dict[str, Any]]:
         """Return the unsent messages: message_id, to, body, sent_at."""

@@ -244,21 +244,27 @@ class HistoryStore:
             self._db.commit()
         return entry
 
-    def conversation(self, peer: str, limit: int | None = None) -> list[HistoryEntry]:
+    def conversation(
+        self, peer: str, limit: int | None = None, before_seq: int | None = None
+    ) -> list[HistoryEntry]:
         """Return the conversation with ``peer``, oldest first.
 
-        ``limit`` keeps only the newest entries. A row that fails
-        authentication (a damaged file) is left out.
+        ``limit`` keeps only the newest entries. ``before_seq`` keeps only
+        the entries that sort before the message with that server_seq,
+        which pages back through a long conversation; unstamped entries
+        never match it. A row that fails authentication (a damaged file)
+        is left out.
         """
         conversation = self._conversation_index(peer)
-        query = (
-            "SELECT record FROM history WHERE conversation = ?"
-            " ORDER BY sort_key IS NULL DESC, sort_key DESC, row_id DESC"
-        )
+        query = "SELECT record FROM history WHERE conversation = ?"
         params: tuple[Any, ...] = (conversation,)
+        if before_seq is not None:
+            query += " AND sort_key < ?"
+            params += (2 * before_seq,)
+        query += " ORDER BY sort_key IS NULL DESC, sort_key DESC, row_id DESC"
         if limit is not None:
             query += " LIMIT ?"
-            params = (conversation, limit)
+            params += (limit,)
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
         entries = [self._open(conversation, row[0]) for row in reversed(rows)]

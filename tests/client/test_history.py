@@ -101,3 +101,13 @@ def test_history_row_moved_to_other_conversation_is_dropped(tmp_path):
     db.close()
     bodies = [item.body for item in HistoryStore(path, KEY).conversation("eve")]
     assert bodies == ["for eve"]
+
+
+def test_history_pages_back_before_server_seq(tmp_path):
+    store = HistoryStore(tmp_path / "h.sqlite3", KEY)
+    for seq in range(1, 8):
+        store.add(entry(seq, f"m{seq}", f"00000000-0000-4000-8000-00000000000{seq}"))
+    store.add(entry(None, "pending", "00000000-0000-4000-8000-000000000009"))
+    page = store.conversation("bob", limit=3, before_seq=6)
+    assert [item.body for item in page] == ["m3", "m4", "m5"]
+    assert store.conversation("bob", before_seq=1) == []
