@@ -56,7 +56,24 @@ _FRIENDLY_MESSAGES = {
 }
 
 DEFAULT_TIMEOUT = 15.0
-GUI_COMMAND = None  # set by the GUI package once it exists
+
+
+def _run_gui(args: argparse.Namespace) -> int:
+    """Open the desktop window; tkinter is imported only here."""
+    try:
+        from enctalk.ui import run
+    except ImportError as exc:
+        print(
+            f"error: the desktop window needs Tk ({exc}); install python3-tk, "
+            "or run a command, for example 'run_client.py --help'.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return run(args)
+
+
+# Runs when no command is given.
+GUI_COMMAND: Callable[[argparse.Namespace], int] | None = _run_gui
 
 _EPILOG = """\
 The password comes from ENCTALK_PASSWORD, from the first line of standard

@@ -1,0 +1,242 @@
+"""The conversation pane: a read-only Text with one block per history entry.
+
+Each entry gets a tag named by its key (the message id, or a local key
+until the core assigns one), and its delivery state sits in a range
+tagged ``state:KEY``, so a state change rewrites only that range. Text
+goes in through :func:`~enctalk.ui.formatting.display_text`, so every
+character takes one Tk index position and Tk 8.6 never sees a character
+it cannot draw. The history itself keeps the original text.
+"""
+
+from __future__ import annotations
+
+import tkinter as tk
+from collections.abc import Callable
+from tkinter import ttk
+
+from enctalk.client.history import HistoryEntry
+from enctalk.ui import theme
+from enctalk.ui.formatting import display_text, format_time, state_label
+from enctalk.ui.viewmodel import entry_time
+
+Segments = list[tuple[str, tuple[str, ...]]]
+
+
+def entry_key(entry: HistoryEntry) -> str:
+    """Return the key that identifies ``entry`` in the view."""
+    if entry.message_id is not None:
+        return entry.message_id
+    return f"notice:{entry.server_time}:{entry.body}"
+
+
+class ConversationView(ttk.Frame):
+    """Shows one conversation; calls ``on_top`` when scrolled to the top."""
+
+    def __init__(
+        self,
+        master: tk.Misc,
+        on_top: Callable[[], None],
+        on_retry: Callable[[str], None],
+    ) -> None:
+        super().__init__(master)
+        self.on_top = on_top
+        self.on_retry = on_retry
+        self.me = ""
+        self.shown_keys: set[str] = set()
+        self.aliases: dict[str, str] = {}
+        self.failed: set[str] = set()
+        self.oldest_seq: int | None = None
+
+        self.text = tk.Text(
+            self,
+            wrap="word",
+            state="disabled",
+            takefocus=True,
+            relief="flat",
+            padx=10,
+            pady=8,
+            font="TkTextFont",
+            cursor="arrow",
+        )
+        scrollbar = ttk.Scrollbar(self, orient="vertical", command=self.text.yview)
+        self.text.configure(yscrollcommand=self._on_scroll(scrollbar))
+        self.text.grid(row=0, column=0, sticky="nsew")
+        scrollbar.grid(row=0, column=1, sticky="ns")
+        self.rowconfigure(0, weight=1)
+        self.columnconfigure(0, weight=1)
+        self._configure_tags()
+
+    def _configure_tags(self) -> None:
+        text = self.text
+        text.tag_configure("sender_in", foreground=theme.ACCENT, font="TkHeadingFont")
+        text.tag_configure("sender_out", foreground="#444444", font="TkHeadingFont")
+        text.tag_configure("meta", foreground=theme.MUTED)
+        text.tag_configure("failed", foreground=theme.ERROR_COLOUR)
+        text.tag_configure("retry", foreground=theme.ACCENT, underline=True)
+        text.tag_configure("body", lmargin1=8, lmargin2=8, spacing3=6)
+        text.tag_configure(
+            "notice",
+            foreground="#7a4b00",
+            background=theme.WARNING_BACKGROUND,
+            lmargin1=4,
+            lmargin2=4,
+            spacing1=4,
+            spacing3=6,
+        )
+        text.tag_bind("retry", "<Button-1>", self._clicked_retry)
+        text.tag_bind("retry", "<Enter>", lambda _e: text.configure(cursor="hand2"))
+        text.tag_bind("retry", "<Leave>", lambda _e: text.configure(cursor="arrow"))
+
+    def _on_scroll(self, scrollbar: ttk.Scrollbar) -> Callable[[float, float], None]:
+        def update(first: float, last: float) -> None:
+            scrollbar.set(first, last)
+            if float(first) <= 0.0 and self.shown_keys:
+                self.on_top()
+
+        return update
+
+    # Rendering.
+
+    def _segments(self, entry: HistoryEntry, key: str, state: str | None) -> Segments:
+        tag = f"entry:{key}"
+        when = format_time(entry_time(entry) or None)
+        if entry.kind == "notice":
+            return [(f"⚠ {display_text(entry.body)}  {when}\n", ("notice", tag))]
+        own = entry.direction == "out"
+        segments: Segments = [
+            (display_text(entry.sender), ("sender_out" if own else "sender_in", tag)),
+            (f"  {when}", ("meta", tag)),
+        ]
+        if own:
+            segments.extend(self._state_segments(key, state or entry.state))
+        segments.append(("\n", (tag,)))
+        segments.append((display_text(entry.body) + "\n", ("body", tag)))
+        return segments
+
+    def _state_segments(self, key: str, state: str | None) -> Segments:
+        tag = f"state:{key}"
+        label = state_label(state)
+        if state == "failed":
+            return [
+                (f"  · {label} ", ("failed", tag)),
+                ("Retry", ("retry", tag, f"retry:{key}")),
+            ]
+        return [(f"  · {label}", ("meta", tag))]
+
+    def _insert(self, index: str, segments: Segments) -> None:
+        flat: list[str | tuple[str, ...]] = []
+        for chunk, tags in segments:
+            flat.extend((chunk, tags))
+        self.text.configure(state="normal")
+        self.text.insert(index, *flat)  # type: ignore[arg-type]
+        self.text.configure(state="disabled")
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        self.text.configure(state="normal")
+        self.text.delete("1.0", "end")
+        self.text.configure(state="disabled")
+        self.shown_keys.clear()
+        self.aliases.clear()
+        self.failed.clear()
+        self.oldest_seq = None
+
+    def _remember(self, entry: HistoryEntry, key: str) -> None:
+        self.shown_keys.add(key)
+        if entry.state == "failed":
+            self.failed.add(key)
+        seq = entry.server_seq
+        if seq is not None and (self.oldest_seq is None or seq < self.oldest_seq):
+            self.oldest_seq = seq
+
+    def show(self, entries: list[HistoryEntry], states: dict[str, str]) -> None:
+        """Replace the view with ``entries`` and scroll to the newest."""
+        self.clear()
+        segments: Segments = []
+        for entry in entries:
+            key = entry_key(entry)
+            self._remember(entry, key)
+            state = states.get(key, entry.state or "")
+            if state == "failed":
+                self.failed.add(key)
+            segments.extend(self._segments(entry, key, state or None))
+        if segments:
+            self._insert("end", segments)
+        self.text.see("end")
+
+    def append(self, entry: HistoryEntry, key: str | None = None) -> bool:
+        """Add ``entry`` at the end unless it is shown already; return if added."""
+        key = key or entry_key(entry)
+        if key in self.shown_keys or key in self.aliases:
+            return False
+        at_end = float(self.text.yview()[1]) >= 0.999
+        self._remember(entry, key)
+        self._insert("end", self._segments(entry, key, entry.state))
+        if at_end or entry.direction == "out":
+            self.text.see("end")
+        return True
+
+    def prepend(self, entries: list[HistoryEntry]) -> int:
+        """Add older ``entries`` above the first one, keeping the view still."""
+        fresh = [entry for entry in entries if entry_key(entry) not in self.shown_keys]
+        if not fresh:
+            return 0
+        top_before = self.text.index("@0,0")
+        lines_before = int(self.text.index("end-1c").split(".")[0])
+        segments: Segments = []
+        for entry in fresh:
+            key = entry_key(entry)
+            self._remember(entry, key)
+            segments.extend(self._segments(entry, key, entry.state))
+        self._insert("1.0", segments)
+        added = int(self.text.index("end-1c").split(".")[0]) - lines_before
+        line = int(top_before.split(".")[0]) + added
+        self.text.yview(f"{line}.0")
+        return len(fresh)
+
+    # Delivery states.
+
+    def alias(self, local_key: str, message_id: str) -> None:
+        """Let ``message_id`` name the entry shown under ``local_key``."""
+        self.aliases[message_id] = local_key
+
+    def _tag_key(self, key: str) -> str:
+        return self.aliases.get(key, key)
+
+    def set_state(self, key: str, state: str) -> None:
+        """Show ``state`` for the outgoing message ``key``, if it is shown."""
+        tag_key = self._tag_key(key)
+        ranges = self.text.tag_ranges(f"state:{tag_key}")
+        if not ranges:
+            return
+        if state == "failed":
+            self.failed.add(key)
+        else:
+            self.failed.discard(key)
+        start, end = ranges[0], ranges[-1]
+        self.text.configure(state="normal")
+        self.text.delete(start, end)
+        flat: list[str | tuple[str, ...]] = []
+        entry_tag = f"entry:{tag_key}"
+        for chunk, tags in self._state_segments(tag_key, state):
+            flat.extend((chunk, (*tags, entry_tag)))
+        self.text.insert(start, *flat)  # type: ignore[arg-type]
+        self.text.configure(state="disabled")
+
+    def failed_keys(self) -> list[str]:
+        """Return the keys of shown messages in the ``failed`` state."""
+        reverse = {local: message_id for message_id, local in self.aliases.items()}
+        return [reverse.get(key, key) for key in self.failed]
+
+    def _clicked_retry(self, event: tk.Event[tk.Text]) -> None:
+        index = self.text.index(f"@{event.x},{event.y}")
+        for tag in self.text.tag_names(index):
+            if tag.startswith("retry:"):
+                key = tag.removeprefix("retry:")
+                reverse = {local: mid for mid, local in self.aliases.items()}
+                self.on_retry(reverse.get(key, key))
+                return
+
+    def text_content(self) -> str:
+        """Return the shown text (for tests and diagnostics)."""
+        return self.text.get("1.0", "end-1c")

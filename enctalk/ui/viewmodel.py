@@ -1,0 +1,246 @@
+"""The state behind the main window, reduced from client core events.
+
+:class:`ChatModel` holds the contact rows (presence, unread count, latest
+activity), the delivery state of each outgoing message and the open
+conversation. :meth:`ChatModel.apply` turns one core event into a list of
+:class:`Effect` values that the Tk views carry out, so the rules (what
+counts as unread, when the bell rings, how contacts sort) are tested
+without a display.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from enctalk.client.events import (
+    CONNECTION_STATE,
+    CONTACT_ADDED,
+    DECRYPT_FAILED,
+    DELIVERY_UPDATED,
+    ERROR,
+    IDENTITY_CHANGED,
+    MESSAGE_RECEIVED,
+    PRESENCE_CHANGED,
+    SESSION_REVOKED,
+    Event,
+)
+from enctalk.client.history import HistoryEntry
+
+# Effect kinds, in the order the main window handles them.
+APPEND = "append"  # entry: a line for the open conversation
+STATE = "state"  # message_id, state, error: an outgoing message's new state
+CONTACTS = "contacts"  # the contact list changed (rows, order or counts)
+BELL = "bell"  # a message arrived in a conversation that is not open
+STATUS = "status"  # state, data: the connection changed
+KEY_CHANGED = "key_changed"  # username, old, new: show the warning banner
+REVOKED = "revoked"  # reason: the session ended, back to the login view
+NOTICE = "notice"  # text: a background error for the status line
+
+
+@dataclass
+class ContactRow:
+    """One line of the contact list."""
+
+    username: str
+    online: bool = False
+    verified: bool = False
+    unread: int = 0
+    last_activity: int = 0  # ms since the epoch, 0 when there is none yet
+    key_changed: bool = False
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One change the views must make, named by ``kind`` (see the constants)."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def entry_time(entry: HistoryEntry) -> int:
+    """Return the time an entry is shown with: the server's, else the sender's."""
+    return entry.server_time or entry.sent_at or 0
+
+
+class ChatModel:
+    """Contacts, unread counts and delivery states of one logged-in account."""
+
+    def __init__(self, me: str) -> None:
+        self.me = me
+        self.contacts: dict[str, ContactRow] = {}
+        self.current: str | None = None
+        self.states: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
+
+    # Contacts.
+
+    def contact(self, username: str) -> ContactRow:
+        """Return the row of ``username``, adding one if it is new."""
+        row = self.contacts.get(username)
+        if row is None:
+            row = ContactRow(username)
+            self.contacts[username] = row
+        return row
+
+    def sorted_contacts(self) -> list[ContactRow]:
+        """Return the rows with the latest activity first, then by name."""
+        return sorted(
+            self.contacts.values(),
+            key=lambda row: (-row.last_activity, row.username.casefold()),
+        )
+
+    def touch(self, username: str, when: int | None = None) -> None:
+        """Record activity in the conversation with ``username``."""
+        row = self.contact(username)
+        row.last_activity = max(row.last_activity, when or _now_ms())
+
+    def open(self, username: str | None) -> None:
+        """Make ``username`` the open conversation and clear its unread count."""
+        self.current = username
+        if username is not None:
+            self.contact(username).unread = 0
+
+    def total_unread(self) -> int:
+        return sum(row.unread for row in self.contacts.values())
+
+    def title(self) -> str:
+        """Return the window title, with the total unread count when there is one."""
+        unread = self.total_unread()
+        base = f"EncTalk – {self.me}"
+        return f"({unread}) {base}" if unread else base
+
+    # Events.
+
+    def entry_from_message(self, data: dict[str, Any]) -> HistoryEntry:
+        """Build the history entry a ``message_received`` event stands for."""
+        sender = str(data["sender"])
+        mine = sender == self.me
+        return HistoryEntry(
+            conversation=str(data["conversation"]),
+            kind="text",
+            direction="out" if mine else "in",
+            sender=sender,
+            body=str(data["body"]),
+            message_id=data.get("message_id"),
+            server_seq=data.get("server_seq"),
+            server_time=data.get("server_time"),
+            sent_at=data.get("sent_at"),
+            # A copy of a message sent from another of my devices.
+            state="sent" if mine else None,
+        )
+
+    def apply(self, event: Event) -> list[Effect]:
+        """Update the model from ``event``; return what the views must change."""
+        handler = getattr(self, "_on_" + event.name, None)
+        if handler is None:
+            return []
+        effects: list[Effect] = handler(event.data)
+        return effects
+
+    def _on_message_received(self, data: dict[str, Any]) -> list[Effect]:
+        entry = self.entry_from_message(data)
+        self.touch(entry.conversation, entry_time(entry))
+        if entry.conversation == self.current:
+            return [Effect(APPEND, {"entry": entry}), Effect(CONTACTS)]
+        if entry.direction == "out":
+            return [Effect(CONTACTS)]
+        self.contact(entry.conversation).unread += 1
+        return [Effect(CONTACTS), Effect(BELL)]
+
+    def _on_decrypt_failed(self, data: dict[str, Any]) -> list[Effect]:
+        conversation = str(data["conversation"])
+        notice = HistoryEntry(
+            conversation=conversation,
+            kind="notice",
+            direction="in",
+            sender=str(data["sender"]),
+            body=f"A message from {data['sender']} could not be decrypted.",
+            message_id=None,
+            server_seq=None,
+            server_time=_now_ms(),
+            sent_at=None,
+            state=None,
+        )
+        if conversation == self.current:
+            return [Effect(APPEND, {"entry": notice})]
+        return []
+
+    def _on_delivery_updated(self, data: dict[str, Any]) -> list[Effect]:
+        message_id = str(data["message_id"])
+        state = str(data["state"])
+        self.states[message_id] = state
+        if data.get("error"):
+            self.errors[message_id] = str(data["error"])
+        return [
+            Effect(
+                STATE,
+                {
+                    "message_id": message_id,
+                    "state": state,
+                    "error": data.get("error"),
+                },
+            )
+        ]
+
+    def _on_presence_changed(self, data: dict[str, Any]) -> list[Effect]:
+        username = str(data["username"])
+        if username == self.me:
+            return []
+        self.contact(username).online = bool(data["online"])
+        return [Effect(CONTACTS)]
+
+    def _on_contact_added(self, data: dict[str, Any]) -> list[Effect]:
+        row = self.contact(str(data["username"]))
+        row.online = bool(data.get("online"))
+        return [Effect(CONTACTS)]
+
+    def _on_identity_changed(self, data: dict[str, Any]) -> list[Effect]:
+        username = str(data["username"])
+        row = self.contact(username)
+        row.verified = False
+        row.key_changed = True
+        effects = [
+            Effect(CONTACTS),
+            Effect(
+                KEY_CHANGED,
+                {
+                    "username": username,
+                    "old": data.get("old_fingerprint", ""),
+                    "new": data.get("new_fingerprint", ""),
+                },
+            ),
+        ]
+        return effects
+
+    def _on_connection_state(self, data: dict[str, Any]) -> list[Effect]:
+        state = str(data.get("state", ""))
+        rest = {key: value for key, value in data.items() if key != "state"}
+        return [Effect(STATUS, {"state": state, "data": rest})]
+
+    def _on_session_revoked(self, data: dict[str, Any]) -> list[Effect]:
+        return [Effect(REVOKED, {"reason": data.get("reason", "")})]
+
+    def _on_error(self, data: dict[str, Any]) -> list[Effect]:
+        return [Effect(NOTICE, {"text": str(data.get("message", ""))})]
+
+
+# The event names :meth:`ChatModel.apply` reduces; others are ignored.
+HANDLED_EVENTS = frozenset(
+    {
+        MESSAGE_RECEIVED,
+        DECRYPT_FAILED,
+        DELIVERY_UPDATED,
+        PRESENCE_CHANGED,
+        CONTACT_ADDED,
+        IDENTITY_CHANGED,
+        CONNECTION_STATE,
+        SESSION_REVOKED,
+        ERROR,
+    }
+)
