@@ -421,7 +421,8 @@ def _open_message(client: Client, fields: dict[str, Any]) -> dict[str, Any]:
     """Decrypt one pushed message and check its payload; raise on any failure."""
     me = client._require_username()
     own_device = client.profile.device_id
-    assert client._device is not None and own_device is not None
+    assert client._device is not None and client._aik is not None
+    assert own_device is not None
     sender, sender_device = fields["from"], fields["from_device"]
     message_id, to = fields["message_id"], fields["to"]
     key = f"{sender}/{sender_device}"
@@ -430,7 +431,11 @@ def _open_message(client: Client, fields: dict[str, Any]) -> dict[str, Any]:
         sender, sender_device, me, own_device, to, message_id
     )
     decrypted = e2e.decrypt_envelope(
-        client._device, client._sessions.get(key), fields["envelope"], ad
+        client._device,
+        client._sessions.get(key),
+        fields["envelope"],
+        ad,
+        own_aik_public=client._aik.public_bytes(),
     )
     # The envelope authenticated, so the sender's ratchet moved on too: keep
     # the session even if the payload is bad. A key change drops the

@@ -199,7 +199,11 @@ class RatchetSession:
 
     @property
     def associated_data(self) -> bytes:
-        """The session AD from X3DH: initiator identity key || responder's."""
+        """The session AD from X3DH.
+
+        It binds both device identity keys and both AIKs, see
+        :func:`enctalk.crypto.x3dh.associated_data`.
+        """
         return self._associated_data
 
     @property

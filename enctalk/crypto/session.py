@@ -30,19 +30,24 @@ with :meth:`DeviceSession.to_dict`:
   PREKEY_MESSAGE envelopes, so any one of them can open the session.
 * :func:`encrypt_envelope` encrypts with an existing session (mutates it).
   :func:`encrypt_for_device` does either, in one call.
-* :func:`decrypt_envelope` takes own :class:`DeviceKeys` and the stored
-  session for the sending device, or None. It returns (plaintext, session
-  to store, sender device identity key, sender AIK public). A PREKEY_MESSAGE
-  from a new handshake makes a new current state. The state it replaces is
-  kept in the same session object, so a late message of the old state, or
-  of a handshake both sides started at the same time, still decrypts. A
-  PREKEY_MESSAGE of a handshake already accepted on this device opens only
-  in the state it made, so a replay fails once that state's counter has
-  passed it. On any error nothing changes: not the session, not the
-  one-time prekeys, not the recorded base keys.
+* :func:`decrypt_envelope` takes own :class:`DeviceKeys`, the stored
+  session for the sending device, or None, and own AIK public key. It
+  returns (plaintext, session to store, sender device identity key, sender
+  AIK public). A PREKEY_MESSAGE from a new handshake makes a new current
+  state. The state it replaces is kept in the same session object, so a
+  late message of the old state, or of a handshake both sides started at
+  the same time, still decrypts. A PREKEY_MESSAGE of a handshake already
+  accepted on this device opens only in the state it made, so a replay
+  fails once that state's counter has passed it. On any error nothing
+  changes: not the session, not the one-time prekeys, not the recorded
+  base keys.
 
-The caller must compare the returned sender AIK with the one on record for
-the claimed sender account and show a key-change warning if it differs.
+X3DH binds both accounts' AIKs into the session AD, so a PREKEY_MESSAGE
+whose AIK and device signature were replaced by another account's does not
+decrypt. The returned sender AIK is therefore the one that the sending
+device chose, but nothing here ties it to a username. The caller must
+compare it with the one on record for the claimed sender account and show
+a key-change warning if it differs.
 """
 
 import hmac
@@ -347,10 +352,14 @@ def decrypt_envelope(
     session: DeviceSession | None,
     envelope: bytes,
     associated_data: bytes,
+    *,
+    own_aik_public: bytes,
 ) -> DecryptedEnvelope:
     """Decrypt an envelope from one remote device.
 
     ``session`` is the stored session with the sending device, or None.
+    ``own_aik_public`` is the AIK public key of this device's account, which
+    a PREKEY_MESSAGE's X3DH binds into the session AD.
     Raises SignatureError if a PREKEY_MESSAGE carries a device signature
     that its AIK did not make, and DecryptionError for anything else that
     fails: malformed, tampered, replayed, unknown prekey, or a
@@ -388,7 +397,7 @@ def decrypt_envelope(
                 )
 
     state, plaintext = _accept_handshake(
-        own_device, initial, decoded.ratchet_message, associated_data
+        own_device, own_aik_public, initial, decoded.ratchet_message, associated_data
     )
     if session is not None and same_peer:
         session._make_current(state)
@@ -405,6 +414,7 @@ def decrypt_envelope(
 
 def _accept_handshake(
     own_device: DeviceKeys,
+    own_aik_public: bytes,
     initial: InitialMessageHeader,
     ratchet_message: bytes,
     associated_data: bytes,
@@ -415,7 +425,9 @@ def _accept_handshake(
     that message has authenticated.
     """
     try:
-        shared_key, session_ad = x3dh.compute_responder_key(own_device, initial)
+        shared_key, session_ad = x3dh.compute_responder_key(
+            own_device, initial, own_aik_public=own_aik_public
+        )
         signed_prekey = own_device.signed_prekey(initial.signed_prekey_id)
     except SignatureError:
         raise

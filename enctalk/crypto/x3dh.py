@@ -10,13 +10,21 @@ computes::
     DH3 = X25519(EK_A, SPK_B)    DH4 = X25519(EK_A, OPK_B)   (if OPK_B is present)
     SK  = HKDF-SHA256(F || DH1 || DH2 || DH3 [|| DH4],
                       salt=32 zero bytes, info="EncTalk_X3DH_v1", L=32)
-    AD  = IK_A || IK_B
+    AD  = "EncTalk_X3DH_AD_v1" || IK_A || IK_B || AIK_A || AIK_B
 
-where F is 32 0xFF bytes and every key is a raw 32-byte X25519 public key.
-Unlike Signal, identity keys are X25519 only. Signing is the job of the
-separate Ed25519 AIK (see :mod:`enctalk.crypto.keys`), so the initial
-message also carries the initiator's AIK and device signature, which the
-responder verifies.
+where F is 32 0xFF bytes, the X25519 keys (IK, SPK, EK, OPK) are raw
+32-byte public keys and the AIKs raw 32-byte Ed25519 public keys, so AD
+has a fixed length and parses one way. Unlike Signal, identity keys are X25519 only.
+Signing is the job of the separate Ed25519 AIK (see
+:mod:`enctalk.crypto.keys`), so the initial message also carries the
+initiator's AIK and device signature, which the responder verifies.
+
+The device signature alone does not tie a device key to one account:
+anyone can sign a published device key with their own AIK. AD therefore
+contains both AIKs, each side taking its own from its own keys. An initial
+message whose AIK and device signature were swapped for those of another
+account yields a different AD at the responder, and its first ratchet
+message fails to authenticate.
 
 The one-time prekey is the only unsigned input. A server that swaps it
 still cannot compute SK, because DH1 to DH3 need the identity and signed
@@ -27,6 +35,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from enctalk.crypto._encoding import check_bytes
 from enctalk.crypto.errors import CryptoError, PrekeyError
 from enctalk.crypto.kdf import hkdf
 from enctalk.crypto.keys import (
@@ -39,7 +48,9 @@ from enctalk.crypto.keys import (
 )
 
 X3DH_INFO = b"EncTalk_X3DH_v1"
+X3DH_AD_LABEL = b"EncTalk_X3DH_AD_v1"
 SHARED_KEY_SIZE = 32
+ASSOCIATED_DATA_SIZE = len(X3DH_AD_LABEL) + 4 * PUBLIC_KEY_SIZE
 
 _F = b"\xff" * 32
 _ZERO_SALT = bytes(32)
@@ -103,6 +114,27 @@ def _shared_key(dh_outputs: list[bytes]) -> bytes:
     return hkdf(_F + b"".join(dh_outputs), _ZERO_SALT, X3DH_INFO, SHARED_KEY_SIZE)
 
 
+def associated_data(
+    initiator_identity_key: bytes,
+    responder_identity_key: bytes,
+    initiator_aik_public: bytes,
+    responder_aik_public: bytes,
+) -> bytes:
+    """Return the session AD that binds both device identity keys and both AIKs.
+
+    Raises TypeError or ValueError unless every key is 32 bytes.
+    """
+    keys = {
+        "initiator identity key": initiator_identity_key,
+        "responder identity key": responder_identity_key,
+        "initiator AIK": initiator_aik_public,
+        "responder AIK": responder_aik_public,
+    }
+    for name, key in keys.items():
+        check_bytes(key, PUBLIC_KEY_SIZE, name)
+    return X3DH_AD_LABEL + b"".join(keys.values())
+
+
 def _check_one_time_prekey(bundle: PreKeyBundle) -> None:
     if (bundle.one_time_prekey_id is None) != (bundle.one_time_prekey is None):
         raise CryptoError("prekey bundle has a one-time prekey id without a key")
@@ -149,20 +181,30 @@ def initiate(
         account_identity_key=own_aik_public,
         device_signature=own_device.device_signature,
     )
-    return _shared_key(dh_outputs), own_identity + bundle.identity_key, header
+    ad = associated_data(
+        own_identity,
+        bundle.identity_key,
+        own_aik_public,
+        bundle.account_identity_key,
+    )
+    return _shared_key(dh_outputs), ad, header
 
 
 def compute_responder_key(
-    own_device: DeviceKeys, initial: InitialMessageHeader
+    own_device: DeviceKeys,
+    initial: InitialMessageHeader,
+    *,
+    own_aik_public: bytes,
 ) -> tuple[bytes, bytes]:
     """Run X3DH as the responder without consuming the one-time prekey.
 
-    Returns (SK, AD). Raises SignatureError if the initiator's AIK did not
-    sign its identity key, PrekeyError if a referenced prekey is unknown or
-    a handshake without a one-time prekey was already accepted (see
-    :meth:`DeviceKeys.record_base_key`), and CryptoError for a malformed
-    key. The session layer uses this to consume the one-time prekey, or
-    record the base key, only after the first message decrypts.
+    ``own_aik_public`` is the AIK of this device's account, which goes into
+    AD as AIK_B. Returns (SK, AD). Raises SignatureError if the initiator's
+    AIK did not sign its identity key, PrekeyError if a referenced prekey
+    is unknown or a handshake without a one-time prekey was already
+    accepted (see :meth:`DeviceKeys.record_base_key`), and CryptoError for
+    a malformed key. The session layer uses this to consume the one-time
+    prekey, or record the base key, only after the first message decrypts.
     """
     verify_device_key(
         initial.account_identity_key, initial.identity_key, initial.device_signature
@@ -180,13 +222,21 @@ def compute_responder_key(
     if initial.one_time_prekey_id is not None:
         one_time_prekey = own_device.one_time_prekey(initial.one_time_prekey_id)
         dh_outputs.append(x25519_shared_secret(one_time_prekey, initial.ephemeral_key))
-    return _shared_key(dh_outputs), initial.identity_key + own_device.identity_public()
+    ad = associated_data(
+        initial.identity_key,
+        own_device.identity_public(),
+        initial.account_identity_key,
+        own_aik_public,
+    )
+    return _shared_key(dh_outputs), ad
 
 
 def respond(
     own_device: DeviceKeys,
     initial: InitialMessageHeader,
     sender_identity_key: bytes | None = None,
+    *,
+    own_aik_public: bytes,
 ) -> tuple[bytes, bytes]:
     """Run X3DH as the responder and consume the one-time prekey.
 
@@ -194,11 +244,12 @@ def respond(
     same initial message is accepted only once.
 
     Returns (SK, AD). ``sender_identity_key``, if given, must equal the
-    identity key in the header. Raises as :func:`compute_responder_key`.
+    identity key in the header. ``own_aik_public`` and the exceptions are
+    as in :func:`compute_responder_key`.
     """
     if sender_identity_key is not None and sender_identity_key != initial.identity_key:
         raise CryptoError("sender identity key does not match the initial message")
-    result = compute_responder_key(own_device, initial)
+    result = compute_responder_key(own_device, initial, own_aik_public=own_aik_public)
     consume_prekeys(own_device, initial)
     return result
 

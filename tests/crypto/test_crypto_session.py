@@ -7,10 +7,16 @@ import pytest
 
 from enctalk.crypto import session as sessions
 from enctalk.crypto.errors import DecryptionError, SignatureError
-from enctalk.crypto.keys import AccountIdentity, DeviceKeys
+from enctalk.crypto.keys import (
+    AccountIdentity,
+    DeviceKeys,
+    sign_device_key,
+    sign_prekey,
+)
 from enctalk.crypto.session import (
     PREKEY_MESSAGE,
     RATCHET_MESSAGE,
+    DecryptedEnvelope,
     DeviceSession,
     Envelope,
     decode_envelope,
@@ -39,6 +45,20 @@ class User:
     def make(cls, one_time_count: int = 3) -> "User":
         aik = AccountIdentity.generate()
         return cls(aik, DeviceKeys.generate(aik, one_time_count, NOW))
+
+    def decrypt(
+        self,
+        session: DeviceSession | None,
+        envelope: bytes,
+        associated_data: bytes,
+    ) -> DecryptedEnvelope:
+        return decrypt_envelope(
+            self.device,
+            session,
+            envelope,
+            associated_data,
+            own_aik_public=self.aik.public_bytes(),
+        )
 
     def bundle(self, with_one_time_prekey: bool = True) -> PreKeyBundle:
         one_time_id = None
@@ -70,7 +90,7 @@ def test_prekey_message_creates_session_for_responder() -> None:
     alice, bob = User.make(), User.make()
     envelope = encrypt_envelope(_start(alice, bob), b"key material", AD)
 
-    result = decrypt_envelope(bob.device, None, envelope, AD)
+    result = bob.decrypt(None, envelope, AD)
 
     assert result.plaintext == b"key material"
     assert result.sender_identity_key == alice.device.identity_public()
@@ -83,16 +103,16 @@ def test_conversation_switches_to_ratchet_messages_after_reply() -> None:
     alice_session = _start(alice, bob)
     first = encrypt_envelope(alice_session, b"a1", AD)
     second = encrypt_envelope(alice_session, b"a2", AD)
-    bob_session = decrypt_envelope(bob.device, None, first, AD).session
+    bob_session = bob.decrypt(None, first, AD).session
 
     # The second message still carries the X3DH header and opens in the
     # session that the first one created.
     assert second[0] == PREKEY_MESSAGE
-    assert decrypt_envelope(bob.device, bob_session, second, AD).plaintext == b"a2"
+    assert bob.decrypt(bob_session, second, AD).plaintext == b"a2"
 
     reply = encrypt_envelope(bob_session, b"b1", AD)
     assert reply[0] == RATCHET_MESSAGE
-    result = decrypt_envelope(alice.device, alice_session, reply, AD)
+    result = alice.decrypt(alice_session, reply, AD)
     assert result.plaintext == b"b1"
     assert result.sender_aik_public == bob.aik.public_bytes()
     assert not alice_session.awaiting_reply
@@ -106,19 +126,19 @@ def test_one_time_prekey_consumed_only_after_success() -> None:
     envelope = encrypt_envelope(session, b"key material", AD)
 
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, None, _flip_last_bit(envelope), AD)
+        bob.decrypt(None, _flip_last_bit(envelope), AD)
     assert bundle.one_time_prekey_id in bob.device.one_time_prekeys
 
-    decrypt_envelope(bob.device, None, envelope, AD)
+    bob.decrypt(None, envelope, AD)
     assert bundle.one_time_prekey_id not in bob.device.one_time_prekeys
 
 
 def test_prekey_message_replay_rejected_without_session() -> None:
     alice, bob = User.make(), User.make()
     envelope = encrypt_envelope(_start(alice, bob), b"key material", AD)
-    decrypt_envelope(bob.device, None, envelope, AD)
+    bob.decrypt(None, envelope, AD)
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, None, envelope, AD)
+        bob.decrypt(None, envelope, AD)
 
 
 @pytest.mark.parametrize("with_one_time_prekey", [True, False])
@@ -127,19 +147,19 @@ def test_prekey_message_replay_rejected_with_session(
 ) -> None:
     alice, bob = User.make(), User.make()
     envelope = encrypt_envelope(_start(alice, bob, with_one_time_prekey), b"x", AD)
-    bob_session = decrypt_envelope(bob.device, None, envelope, AD).session
+    bob_session = bob.decrypt(None, envelope, AD).session
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, bob_session, envelope, AD)
+        bob.decrypt(bob_session, envelope, AD)
 
 
 def test_replayed_old_handshake_rejected_after_new_one() -> None:
     alice, bob = User.make(), User.make()
     old = encrypt_envelope(_start(alice, bob, False), b"old", AD)
-    bob_session = decrypt_envelope(bob.device, None, old, AD).session
+    bob_session = bob.decrypt(None, old, AD).session
     new = encrypt_envelope(_start(alice, bob, False), b"new", AD)
-    bob_session = decrypt_envelope(bob.device, bob_session, new, AD).session
+    bob_session = bob.decrypt(bob_session, new, AD).session
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, bob_session, old, AD)
+        bob.decrypt(bob_session, old, AD)
 
 
 def test_simultaneous_handshakes_converge() -> None:
@@ -149,29 +169,29 @@ def test_simultaneous_handshakes_converge() -> None:
     from_alice = encrypt_envelope(alice_session, b"hi bob", AD)
     from_bob = encrypt_envelope(bob_session, b"hi alice", AD)
 
-    alice_session = decrypt_envelope(alice.device, alice_session, from_bob, AD).session
-    bob_session = decrypt_envelope(bob.device, bob_session, from_alice, AD).session
+    alice_session = alice.decrypt(alice_session, from_bob, AD).session
+    bob_session = bob.decrypt(bob_session, from_alice, AD).session
 
     for turn in range(4):
         if turn % 2 == 0:
             envelope = encrypt_envelope(alice_session, b"ping", AD)
-            result = decrypt_envelope(bob.device, bob_session, envelope, AD)
+            result = bob.decrypt(bob_session, envelope, AD)
             assert result.plaintext == b"ping"
         else:
             envelope = encrypt_envelope(bob_session, b"pong", AD)
-            result = decrypt_envelope(alice.device, alice_session, envelope, AD)
+            result = alice.decrypt(alice_session, envelope, AD)
             assert result.plaintext == b"pong"
 
 
 def test_ratchet_message_without_session_rejected() -> None:
     alice, bob = User.make(), User.make()
     alice_session = _start(alice, bob)
-    bob_session = decrypt_envelope(
-        bob.device, None, encrypt_envelope(alice_session, b"x", AD), AD
+    bob_session = bob.decrypt(
+        None, encrypt_envelope(alice_session, b"x", AD), AD
     ).session
     reply = encrypt_envelope(bob_session, b"reply", AD)
     with pytest.raises(DecryptionError):
-        decrypt_envelope(alice.device, None, reply, AD)
+        alice.decrypt(None, reply, AD)
 
 
 def test_envelope_rejects_other_recipient_device() -> None:
@@ -179,7 +199,7 @@ def test_envelope_rejects_other_recipient_device() -> None:
     envelope = encrypt_envelope(_start(alice, bob), b"key material", AD)
     other = message_associated_data("alice", 1, "bob", 2, "conversation-1", "message-1")
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, None, envelope, other)
+        bob.decrypt(None, envelope, other)
 
 
 def test_prekey_message_with_forged_aik_raises_signature_error() -> None:
@@ -193,7 +213,76 @@ def test_prekey_message_with_forged_aik_raises_signature_error() -> None:
         decoded.ratchet_message,
     )
     with pytest.raises(SignatureError):
-        decrypt_envelope(bob.device, None, encode_envelope(forged), AD)
+        bob.decrypt(None, encode_envelope(forged), AD)
+
+
+def _swap_sender_account(envelope: bytes, other: AccountIdentity) -> bytes:
+    """Replace the AIK and device signature of a PREKEY_MESSAGE by ones that
+    ``other`` made over the same device identity key."""
+    decoded = decode_envelope(envelope)
+    assert decoded.initial is not None
+    swapped = replace(
+        decoded.initial,
+        account_identity_key=other.public_bytes(),
+        device_signature=sign_device_key(other, decoded.initial.identity_key),
+    )
+    return encode_envelope(Envelope(swapped, decoded.ratchet_message))
+
+
+@pytest.mark.parametrize("with_session", [False, True])
+def test_prekey_message_with_swapped_aik_fails(with_session: bool) -> None:
+    alice, bob, mallory = User.make(), User.make(), User.make()
+    bob_session = None
+    if with_session:
+        first = encrypt_envelope(_start(alice, bob), b"first", AD)
+        bob_session = bob.decrypt(None, first, AD).session
+    envelope = encrypt_envelope(_start(alice, bob), b"key material", AD)
+    swapped = _swap_sender_account(envelope, mallory.aik)
+    device_before = bob.device.to_dict()
+    session_before = None if bob_session is None else bob_session.to_dict()
+
+    with pytest.raises(DecryptionError):
+        bob.decrypt(bob_session, swapped, AD)
+
+    assert bob.device.to_dict() == device_before
+    if bob_session is not None:
+        assert bob_session.to_dict() == session_before
+    result = bob.decrypt(bob_session, envelope, AD)
+    assert result.sender_aik_public == alice.aik.public_bytes()
+
+
+def test_bundle_signed_by_other_account_fails() -> None:
+    alice, bob, mallory = User.make(), User.make(), User.make()
+    # Mallory signs Bob's published device key and signed prekey, so the
+    # bundle verifies under Mallory's AIK.
+    signed = bob.device.signed_prekey_public()
+    bundle = replace(
+        bob.bundle(),
+        account_identity_key=mallory.aik.public_bytes(),
+        device_signature=sign_device_key(mallory.aik, bob.device.identity_public()),
+        signed_prekey_signature=sign_prekey(
+            mallory.aik, signed["prekey_id"], signed["public_key"]
+        ),
+    )
+    session = start_session(alice.device, alice.aik.public_bytes(), bundle)
+    envelope = encrypt_envelope(session, b"key material", AD)
+
+    with pytest.raises(DecryptionError):
+        bob.decrypt(None, envelope, AD)
+    assert bundle.one_time_prekey_id in bob.device.one_time_prekeys
+
+
+def test_decrypt_with_wrong_own_aik_fails() -> None:
+    alice, bob = User.make(), User.make()
+    envelope = encrypt_envelope(_start(alice, bob), b"key material", AD)
+    with pytest.raises(DecryptionError):
+        decrypt_envelope(
+            bob.device,
+            None,
+            envelope,
+            AD,
+            own_aik_public=alice.aik.public_bytes(),
+        )
 
 
 def test_prekey_message_with_unknown_signed_prekey_rejected() -> None:
@@ -204,32 +293,32 @@ def test_prekey_message_with_unknown_signed_prekey_rejected() -> None:
         replace(decoded.initial, signed_prekey_id=77), decoded.ratchet_message
     )
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, None, encode_envelope(forged), AD)
+        bob.decrypt(None, encode_envelope(forged), AD)
 
 
 def test_failed_decrypt_leaves_session_unchanged() -> None:
     alice, bob = User.make(), User.make()
     alice_session = _start(alice, bob)
-    bob_session = decrypt_envelope(
-        bob.device, None, encrypt_envelope(alice_session, b"x", AD), AD
+    bob_session = bob.decrypt(
+        None, encrypt_envelope(alice_session, b"x", AD), AD
     ).session
     before = bob_session.to_dict()
     forged = _flip_last_bit(encrypt_envelope(alice_session, b"y", AD))
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, bob_session, forged, AD)
+        bob.decrypt(bob_session, forged, AD)
     assert bob_session.to_dict() == before
 
 
 def test_new_device_key_gets_separate_session() -> None:
     alice, bob = User.make(), User.make()
-    bob_session = decrypt_envelope(
-        bob.device, None, encrypt_envelope(_start(alice, bob), b"x", AD), AD
+    bob_session = bob.decrypt(
+        None, encrypt_envelope(_start(alice, bob), b"x", AD), AD
     ).session
     before = bob_session.to_dict()
     reinstalled = User(alice.aik, DeviceKeys.generate(alice.aik, 0, NOW))
     envelope = encrypt_envelope(_start(reinstalled, bob), b"new device", AD)
 
-    result = decrypt_envelope(bob.device, bob_session, envelope, AD)
+    result = bob.decrypt(bob_session, envelope, AD)
 
     assert result.session is not bob_session
     assert result.sender_identity_key == reinstalled.device.identity_public()
@@ -241,7 +330,7 @@ def test_session_keeps_bounded_number_of_states() -> None:
     bob_session = None
     for _ in range(sessions.MAX_SESSION_STATES + 3):
         envelope = encrypt_envelope(_start(alice, bob, False), b"x", AD)
-        bob_session = decrypt_envelope(bob.device, bob_session, envelope, AD).session
+        bob_session = bob.decrypt(bob_session, envelope, AD).session
     assert bob_session is not None
     assert len(bob_session.to_dict()["states"]) == sessions.MAX_SESSION_STATES
 
@@ -251,7 +340,7 @@ def test_device_session_round_trips_through_json() -> None:
     alice_session = _start(alice, bob)
     first = encrypt_envelope(alice_session, b"first", AD)
     second = encrypt_envelope(alice_session, b"second", AD)
-    bob_session = decrypt_envelope(bob.device, None, first, AD).session
+    bob_session = bob.decrypt(None, first, AD).session
 
     alice_copy = DeviceSession.from_dict(
         json.loads(json.dumps(alice_session.to_dict()))
@@ -259,9 +348,9 @@ def test_device_session_round_trips_through_json() -> None:
     bob_copy = DeviceSession.from_dict(json.loads(json.dumps(bob_session.to_dict())))
 
     assert alice_copy.awaiting_reply
-    assert decrypt_envelope(bob.device, bob_copy, second, AD).plaintext == b"second"
+    assert bob.decrypt(bob_copy, second, AD).plaintext == b"second"
     reply = encrypt_envelope(bob_copy, b"reply", AD)
-    assert decrypt_envelope(alice.device, alice_copy, reply, AD).plaintext == b"reply"
+    assert alice.decrypt(alice_copy, reply, AD).plaintext == b"reply"
 
 
 def test_encrypt_for_device_starts_then_reuses_session() -> None:
@@ -273,8 +362,8 @@ def test_encrypt_for_device_starts_then_reuses_session() -> None:
         alice.device, alice.aik.public_bytes(), session, None, b"two", AD
     )
     assert same is session
-    bob_session = decrypt_envelope(bob.device, None, first, AD).session
-    assert decrypt_envelope(bob.device, bob_session, second, AD).plaintext == b"two"
+    bob_session = bob.decrypt(None, first, AD).session
+    assert bob.decrypt(bob_session, second, AD).plaintext == b"two"
 
 
 def test_encrypt_for_device_needs_bundle_without_session() -> None:
@@ -390,36 +479,36 @@ def test_payload_and_message_ad_differ() -> None:
 def test_prekey_replay_without_one_time_prekey_rejected() -> None:
     alice, bob = User.make(one_time_count=0), User.make(one_time_count=0)
     envelope = encrypt_envelope(_start(alice, bob, False), b"key material", AD)
-    decrypt_envelope(bob.device, None, envelope, AD)
+    bob.decrypt(None, envelope, AD)
     before = bob.device.to_dict()
 
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, None, envelope, AD)
+        bob.decrypt(None, envelope, AD)
     assert bob.device.to_dict() == before
 
 
 def test_prekey_replay_rejected_after_states_evicted() -> None:
     alice, bob = User.make(one_time_count=0), User.make(one_time_count=0)
     first = encrypt_envelope(_start(alice, bob, False), b"first", AD)
-    bob_session = decrypt_envelope(bob.device, None, first, AD).session
+    bob_session = bob.decrypt(None, first, AD).session
     for _ in range(sessions.MAX_SESSION_STATES):
         envelope = encrypt_envelope(_start(alice, bob, False), b"later", AD)
-        bob_session = decrypt_envelope(bob.device, bob_session, envelope, AD).session
+        bob_session = bob.decrypt(bob_session, envelope, AD).session
 
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, bob_session, first, AD)
+        bob.decrypt(bob_session, first, AD)
 
 
 def test_prekey_replay_cannot_restore_old_device_key() -> None:
     alice, bob = User.make(one_time_count=0), User.make(one_time_count=0)
     old = encrypt_envelope(_start(alice, bob, False), b"old device", AD)
-    bob_session = decrypt_envelope(bob.device, None, old, AD).session
+    bob_session = bob.decrypt(None, old, AD).session
     reinstalled = User(alice.aik, DeviceKeys.generate(alice.aik, 0, NOW))
     new = encrypt_envelope(_start(reinstalled, bob, False), b"new device", AD)
-    bob_session = decrypt_envelope(bob.device, bob_session, new, AD).session
+    bob_session = bob.decrypt(bob_session, new, AD).session
 
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, bob_session, old, AD)
+        bob.decrypt(bob_session, old, AD)
     assert bob_session.remote_identity_key == reinstalled.device.identity_public()
 
 
@@ -427,7 +516,5 @@ def test_failed_prekey_message_records_no_base_key() -> None:
     alice, bob = User.make(one_time_count=0), User.make(one_time_count=0)
     envelope = encrypt_envelope(_start(alice, bob, False), b"key material", AD)
     with pytest.raises(DecryptionError):
-        decrypt_envelope(bob.device, None, _flip_last_bit(envelope), AD)
-    assert decrypt_envelope(bob.device, None, envelope, AD).plaintext == (
-        b"key material"
-    )
+        bob.decrypt(None, _flip_last_bit(envelope), AD)
+    assert bob.decrypt(None, envelope, AD).plaintext == (b"key material")

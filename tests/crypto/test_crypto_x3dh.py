@@ -8,7 +8,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from enctalk.crypto import x3dh
 from enctalk.crypto.errors import CryptoError, PrekeyError, SignatureError
 from enctalk.crypto.kdf import hkdf
-from enctalk.crypto.keys import AccountIdentity, DeviceKeys, x25519_shared_secret
+from enctalk.crypto.keys import (
+    AccountIdentity,
+    DeviceKeys,
+    sign_device_key,
+    sign_prekey,
+    x25519_shared_secret,
+)
 from enctalk.crypto.x3dh import PreKeyBundle
 
 NOW = 1_700_000_000
@@ -34,11 +40,15 @@ def test_x3dh_with_one_time_prekey_agrees(alice: Party, bob: Party) -> None:
     bundle = PreKeyBundle.from_device(bob_device, bob_aik.public_bytes(), one_time_id)
 
     key, ad, initial = x3dh.initiate(alice_device, alice_aik.public_bytes(), bundle)
-    bob_key, bob_ad = x3dh.respond(bob_device, initial, alice_device.identity_public())
+    bob_key, bob_ad = x3dh.respond(
+        bob_device,
+        initial,
+        alice_device.identity_public(),
+        own_aik_public=bob_aik.public_bytes(),
+    )
 
     assert len(key) == 32
     assert bob_key == key
-    assert ad == alice_device.identity_public() + bob_device.identity_public()
     assert bob_ad == ad
     assert initial.one_time_prekey_id == one_time_id
     assert one_time_id not in bob_device.one_time_prekeys
@@ -50,7 +60,9 @@ def test_x3dh_without_one_time_prekey_agrees(alice: Party, bob: Party) -> None:
     bundle = PreKeyBundle.from_device(bob_device, bob_aik.public_bytes())
 
     key, ad, initial = x3dh.initiate(alice_device, alice_aik.public_bytes(), bundle)
-    bob_key, bob_ad = x3dh.respond(bob_device, initial)
+    bob_key, bob_ad = x3dh.respond(
+        bob_device, initial, own_aik_public=bob_aik.public_bytes()
+    )
 
     assert initial.one_time_prekey_id is None
     assert bob_key == key
@@ -78,15 +90,77 @@ def test_x3dh_shared_key_matches_specification(
     assert key == hkdf(ikm, bytes(32), b"EncTalk_X3DH_v1", 32)
 
 
+def test_x3dh_ad_binds_both_account_keys(alice: Party, bob: Party) -> None:
+    alice_aik, alice_device = alice
+    bob_aik, bob_device = bob
+    bundle = PreKeyBundle.from_device(bob_device, bob_aik.public_bytes())
+
+    _, ad, _ = x3dh.initiate(alice_device, alice_aik.public_bytes(), bundle)
+
+    expected = (
+        b"EncTalk_X3DH_AD_v1"
+        + alice_device.identity_public()
+        + bob_device.identity_public()
+        + alice_aik.public_bytes()
+        + bob_aik.public_bytes()
+    )
+    assert ad == expected
+    assert len(ad) == x3dh.ASSOCIATED_DATA_SIZE
+
+
+def test_x3dh_ad_differs_for_swapped_sender_aik(alice: Party, bob: Party) -> None:
+    alice_aik, alice_device = alice
+    bob_aik, bob_device = bob
+    bundle = PreKeyBundle.from_device(bob_device, bob_aik.public_bytes())
+    key, ad, initial = x3dh.initiate(alice_device, alice_aik.public_bytes(), bundle)
+    # Mallory's AIK signs Alice's published device key: a valid signature.
+    mallory = AccountIdentity.generate()
+    swapped = replace(
+        initial,
+        account_identity_key=mallory.public_bytes(),
+        device_signature=sign_device_key(mallory, alice_device.identity_public()),
+    )
+
+    bob_key, bob_ad = x3dh.compute_responder_key(
+        bob_device, swapped, own_aik_public=bob_aik.public_bytes()
+    )
+
+    assert bob_key == key
+    assert bob_ad != ad
+
+
+def test_x3dh_responder_ad_uses_own_aik(alice: Party, bob: Party) -> None:
+    alice_aik, alice_device = alice
+    bob_aik, bob_device = bob
+    # Mallory signs Bob's published device key and signed prekey, and the
+    # bundle names Mallory's AIK: both signatures verify.
+    mallory = AccountIdentity.generate()
+    signed = bob_device.signed_prekey_public()
+    bundle = replace(
+        PreKeyBundle.from_device(bob_device, mallory.public_bytes()),
+        signed_prekey_signature=sign_prekey(
+            mallory, signed["prekey_id"], signed["public_key"]
+        ),
+        device_signature=sign_device_key(mallory, bob_device.identity_public()),
+    )
+    _, ad, initial = x3dh.initiate(alice_device, alice_aik.public_bytes(), bundle)
+
+    _, bob_ad = x3dh.compute_responder_key(
+        bob_device, initial, own_aik_public=bob_aik.public_bytes()
+    )
+
+    assert bob_ad != ad
+
+
 def test_x3dh_one_time_prekey_single_use(alice: Party, bob: Party) -> None:
     alice_aik, alice_device = alice
     bob_aik, bob_device = bob
     one_time_id = min(bob_device.one_time_prekeys)
     bundle = PreKeyBundle.from_device(bob_device, bob_aik.public_bytes(), one_time_id)
     _, _, initial = x3dh.initiate(alice_device, alice_aik.public_bytes(), bundle)
-    x3dh.respond(bob_device, initial)
+    x3dh.respond(bob_device, initial, own_aik_public=bob_aik.public_bytes())
     with pytest.raises(PrekeyError):
-        x3dh.respond(bob_device, initial)
+        x3dh.respond(bob_device, initial, own_aik_public=bob_aik.public_bytes())
 
 
 def test_x3dh_handshake_without_one_time_prekey_single_use(
@@ -96,11 +170,13 @@ def test_x3dh_handshake_without_one_time_prekey_single_use(
     bob_aik, bob_device = bob
     bundle = PreKeyBundle.from_device(bob_device, bob_aik.public_bytes())
     _, _, initial = x3dh.initiate(alice_device, alice_aik.public_bytes(), bundle)
-    x3dh.respond(bob_device, initial)
+    x3dh.respond(bob_device, initial, own_aik_public=bob_aik.public_bytes())
     with pytest.raises(PrekeyError):
-        x3dh.respond(bob_device, initial)
+        x3dh.respond(bob_device, initial, own_aik_public=bob_aik.public_bytes())
     with pytest.raises(PrekeyError):
-        x3dh.compute_responder_key(bob_device, initial)
+        x3dh.compute_responder_key(
+            bob_device, initial, own_aik_public=bob_aik.public_bytes()
+        )
 
 
 def test_x3dh_rejects_bad_signed_prekey_signature(alice: Party, bob: Party) -> None:
@@ -149,7 +225,9 @@ def test_x3dh_responder_rejects_forged_sender_signature(
     mallory = AccountIdentity.generate()
     with pytest.raises(SignatureError):
         x3dh.respond(
-            bob_device, replace(initial, account_identity_key=mallory.public_bytes())
+            bob_device,
+            replace(initial, account_identity_key=mallory.public_bytes()),
+            own_aik_public=bob_aik.public_bytes(),
         )
 
 
@@ -171,4 +249,8 @@ def test_x3dh_responder_rejects_unknown_signed_prekey(alice: Party, bob: Party) 
     bundle = PreKeyBundle.from_device(bob_device, bob_aik.public_bytes())
     _, _, initial = x3dh.initiate(alice_device, alice_aik.public_bytes(), bundle)
     with pytest.raises(PrekeyError):
-        x3dh.respond(bob_device, replace(initial, signed_prekey_id=999))
+        x3dh.respond(
+            bob_device,
+            replace(initial, signed_prekey_id=999),
+            own_aik_public=bob_aik.public_bytes(),
+        )

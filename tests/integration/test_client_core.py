@@ -9,12 +9,15 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from enctalk.client import core
 from enctalk.client.core import Client
 from enctalk.client.errors import ClientError
+from enctalk.crypto import session as e2e
+from enctalk.crypto.keys import sign_device_key
 from tests.integration.conftest import (
     PASSWORD_ALICE,
     PASSWORD_BOB,
@@ -199,6 +202,53 @@ def test_tampered_first_message_does_not_break_the_session(pair, monkeypatch):
     received(bob, "second", bob_seen)
     assert bob.send_text("alice", "reply").state == "sent"
     received(alice, "reply", [])
+
+
+def test_prekey_message_with_swapped_aik_rejected(server, pair, tmp_path, monkeypatch):
+    alice, bob = pair
+    mallory = make_client(tmp_path, server, "mallory")
+    mallory.register("mallory", "amber signal harbor")
+    before = bob.safety_number("alice")
+    bob_seen = []
+    original = core.e2e.encrypt_for_device
+    swap = threading.Event()
+
+    def encrypt_and_swap_account(*args, **kwargs):
+        # What a server colluding with Mallory could do: replace the AIK and
+        # device signature by ones that Mallory made over Alice's device key.
+        envelope, session = original(*args, **kwargs)
+        decoded = e2e.decode_envelope(envelope)
+        if swap.is_set() and decoded.initial is not None:
+            swapped = replace(
+                decoded.initial,
+                account_identity_key=mallory._aik.public_bytes(),
+                device_signature=sign_device_key(
+                    mallory._aik, decoded.initial.identity_key
+                ),
+            )
+            envelope = e2e.encode_envelope(
+                e2e.Envelope(swapped, decoded.ratchet_message)
+            )
+        return envelope, session
+
+    monkeypatch.setattr(core.e2e, "encrypt_for_device", encrypt_and_swap_account)
+    try:
+        swap.set()
+        assert alice.send_text("bob", "swapped").state == "sent"
+        swap.clear()
+        failed = wait_for_event(
+            bob.events, lambda e: e.name == "decrypt_failed", WAIT, bob_seen
+        )
+        assert failed.data["sender"] == "alice"
+        assert alice.send_text("bob", "after").state == "sent"
+        received(bob, "after", bob_seen)
+    finally:
+        mallory.close()
+
+    assert not any(e.name == "identity_changed" for e in bob_seen)
+    assert bob.safety_number("alice") == before
+    bodies = [entry.body for entry in bob.history("alice")]
+    assert bodies == ["could not decrypt a message from alice", "after"]
 
 
 def test_identity_change_after_reset_warns_contact(server, pair, tmp_path):
