@@ -10,6 +10,8 @@ it cannot draw. The history itself keeps the original text.
 
 from __future__ import annotations
 
+import json
+import os
 import tkinter as tk
 from collections.abc import Callable
 from tkinter import ttk
@@ -20,6 +22,19 @@ from enctalk.ui.formatting import display_text, format_time, state_label
 from enctalk.ui.viewmodel import entry_time
 
 Segments = list[tuple[str, tuple[str, ...]]]
+
+# Tests set this to a file path; each shown entry then appends a JSON line
+# with its message id and direction (never its text) to that file.
+TRACE_VARIABLE = "ENCTALK_UI_TRACE"
+
+
+def _trace(entry: HistoryEntry) -> None:
+    path = os.environ.get(TRACE_VARIABLE)
+    if not path or entry.message_id is None:
+        return
+    record = {"message_id": entry.message_id, "direction": entry.direction}
+    with open(path, "a", encoding="utf-8") as trace:
+        trace.write(json.dumps(record) + "\n")
 
 
 def entry_key(entry: HistoryEntry) -> str:
@@ -142,6 +157,7 @@ class ConversationView(ttk.Frame):
         self.oldest_seq = None
 
     def _remember(self, entry: HistoryEntry, key: str) -> None:
+        _trace(entry)
         self.shown_keys.add(key)
         if entry.state == "failed":
             self.failed.add(key)

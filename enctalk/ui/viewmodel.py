@@ -112,7 +112,7 @@ class ChatModel:
     def title(self) -> str:
         """Return the window title, with the total unread count when there is one."""
         unread = self.total_unread()
-        base = f"EncTalk – {self.me}"
+        base = f"EncTalk - {self.me}"
         return f"({unread}) {base}" if unread else base
 
     # Events.
