@@ -47,6 +47,7 @@ class Connection:
         "hello_done",
         "id",
         "in_flight",
+        "in_flight_batched",
         "last_frame",
         "outbuf",
         "paused",
@@ -90,7 +91,11 @@ class Connection:
         self.events = 0
         self.paused = False
         self.pending: deque[PendingRequest | bytes] = deque()
-        self.in_flight = False
+        # Requests handed to a worker or the commit writer whose replies
+        # have not been sent yet. Several may be in flight only when all of them went to
+        # the commit writer, whose outcomes return in submission order.
+        self.in_flight = 0
+        self.in_flight_batched = False
         self.continuation: Request | None = None
         self.session: Session | None = None
         self.hello_done = False

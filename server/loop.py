@@ -4,8 +4,12 @@ The loop thread accepts connections, runs the non-blocking TLS handshake
 (with a deadline), reads and decodes frames, and does all writes.
 Requests that block (bcrypt, SQLite) run in a ``ThreadPoolExecutor``; a
 worker posts its result to a queue and wakes the loop through a socket
-pair. Each connection has at most one request in flight, so replies leave
-in request order; later requests wait in a bounded queue.
+pair. ``send`` and ``ack`` go instead to the commit writer
+(``server.writer``), which commits them in batches and posts each batch's
+outcomes the same way. Replies leave in request order: a connection has at
+most one request in flight, except that consecutive requests for the
+commit writer may all be in flight at once, because it returns their
+outcomes in submission order. Later requests wait in a bounded queue.
 
 Backpressure: above ``output_soft_limit`` queued bytes the loop stops
 reading from a connection, and above ``output_hard_limit`` it drops the
@@ -55,6 +59,7 @@ from server.handlers import (
 )
 from server.handlers.base import MS_PER_DAY, now_ms
 from server.logutil import LogLimiter
+from server.writer import BATCHED_REQUESTS, CommitWriter
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,8 @@ ACCEPT_PAUSE_SECONDS = 1.0
 # Requests of one connection waiting behind the one in flight; past this
 # the loop stops reading from the connection until the queue drains.
 MAX_PENDING_REQUESTS = 32
+# Requests of one connection at the commit writer at once.
+MAX_BATCHED_IN_FLIGHT = 32
 # Frames over the rate limit in a row before the connection is closed.
 RATE_LIMIT_STRIKES = 20
 CLOSE_FLUSH_SECONDS = 2.0
@@ -111,9 +118,11 @@ class EventLoop:
             max_workers=self.config.worker_threads,
             thread_name_prefix="enctalk-worker",
         )
-        self.results: queue.SimpleQueue[tuple[int, Callable[[Any], None], Any]] = (
-            queue.SimpleQueue()
-        )
+        self.results: queue.SimpleQueue[
+            tuple[int | None, Callable[[Any], None], Any]
+        ] = queue.SimpleQueue()
+        self.writer = CommitWriter(services, self._post_batch)
+        self._batched_in_flight = 0
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._wake_reader.setblocking(False)
         self._wake_writer.setblocking(False)
@@ -156,6 +165,7 @@ class EventLoop:
     def run(self) -> None:
         """Serve until stopped, then close every connection and the workers."""
         logger.info("event loop started")
+        self.writer.start()
         try:
             while True:
                 if self._stop_requested and not self._stopping:
@@ -214,7 +224,7 @@ class EventLoop:
                 cancelled += 1
                 conn = self.conns.get(conn_id) if conn_id is not None else None
                 if conn is not None:
-                    conn.in_flight = False
+                    conn.in_flight = 0
         for conn in list(self.conns.values()):
             conn.pending.clear()
             conn.continuation = None
@@ -230,7 +240,8 @@ class EventLoop:
 
     def _stop_finished(self) -> bool:
         now = time.monotonic()
-        if self.jobs and now < self._stop_deadline:
+        busy = self.jobs or self._batched_in_flight
+        if busy and now < self._stop_deadline:
             return False
         if not self._flush_deadline:
             self._flush_deadline = now + STOP_FLUSH_SECONDS
@@ -243,6 +254,7 @@ class EventLoop:
         for conn in list(self.conns.values()):
             self._close(conn, "server stopping")
         self.executor.shutdown(wait=True, cancel_futures=True)
+        self.writer.stop()
         if self.listener.fileno() != -1:
             self.listener.close()
         self.selector.close()
@@ -289,9 +301,30 @@ class EventLoop:
         self._wake()
 
     def _submit_request(self, request: Request) -> None:
+        if request.kind in BATCHED_REQUESTS:
+            self._batched_in_flight += 1
+            self.writer.submit(request)
+            return
         work = functools.partial(dispatch, self.services, request)
         on_done = functools.partial(self._apply, request)
         self._submit(work, on_done, request.conn_id)
+
+    def _post_batch(self, results: list[tuple[Request, Outcome]]) -> None:
+        """Hand a committed batch to the loop; runs in the writer thread."""
+        self.results.put((None, self._apply_batch, results))
+        self._wake()
+
+    def _apply_batch(self, results: list[tuple[Request, Outcome]]) -> None:
+        for request, outcome in results:
+            self._batched_in_flight -= 1
+            try:
+                self._apply(request, outcome)
+            except Exception:
+                logger.exception(
+                    "connection %d: applying a committed %s outcome failed",
+                    request.conn_id,
+                    request.kind,
+                )
 
     def _drain_results(self) -> None:
         while True:
@@ -299,7 +332,8 @@ class EventLoop:
                 job_id, on_done, value = self.results.get_nowait()
             except queue.Empty:
                 return
-            self.jobs.pop(job_id, None)
+            if job_id is not None:
+                self.jobs.pop(job_id, None)
             try:
                 on_done(value)
             except Exception:
@@ -455,7 +489,22 @@ class EventLoop:
         self._ready.add(conn)
 
     def _take_frames(self, conn: Connection) -> None:
+        """Queue the decoded frames of ``conn`` and start the requests that may run.
+
+        Repeats while starting requests frees room in the queue, because a
+        client may pipeline more frames than the queue holds, and frames
+        left in the decoder get no socket event to bring them out.
+        """
+        while self._queue_frames(conn):
+            self._pump(conn)
+            if len(conn.pending) >= MAX_PENDING_REQUESTS:
+                return
+        self._pump(conn)
+
+    def _queue_frames(self, conn: Connection) -> int:
+        """Move decoded frames into the request queue; return how many."""
         decoder = conn.decoder
+        count = 0
         while (
             decoder is not None
             and not conn.closed
@@ -466,12 +515,13 @@ class EventLoop:
                 frame = decoder.next_frame()
             except ProtocolError as exc:
                 self._reject(conn, exc, None)
-                return
+                return 0
             if frame is None:
                 break
             conn.last_frame = time.monotonic()
             self._accept_frame(conn, frame)
-        self._pump(conn)
+            count += 1
+        return count
 
     def _accept_frame(self, conn: Connection, frame: dict[str, Any]) -> None:
         try:
@@ -551,15 +601,26 @@ class EventLoop:
         self._close_after_flush(conn, f"protocol error: {exc.code}")
 
     def _pump(self, conn: Connection) -> None:
-        """Start the next queued request of ``conn`` if none is in flight."""
+        """Start the queued requests of ``conn`` that may run now, in order."""
         while (
             conn.pending
-            and not conn.in_flight
             and not conn.closed
             and conn.closing_reason is None
             and not self._stopping
         ):
-            item = conn.pending.popleft()
+            item = conn.pending[0]
+            batched = (
+                not isinstance(item, bytes)
+                and item.kind in BATCHED_REQUESTS
+                and conn.session is not None
+            )
+            if conn.in_flight and not (
+                batched
+                and conn.in_flight_batched
+                and conn.in_flight < MAX_BATCHED_IN_FLIGHT
+            ):
+                return
+            conn.pending.popleft()
             if isinstance(item, bytes):
                 self._send(conn, item)
                 continue
@@ -583,7 +644,8 @@ class EventLoop:
             if item.kind == "sync":
                 conn.syncing = True
                 conn.sync_seq = 0
-            conn.in_flight = True
+            conn.in_flight += 1
+            conn.in_flight_batched = batched
             self._submit_request(request)
 
     # Applying results
@@ -618,7 +680,7 @@ class EventLoop:
         self._unbind_devices(outcome.removed_devices)
 
         if conn is not None and live:
-            self._pump(conn)
+            self._take_frames(conn)
             self._update_events(conn)
 
     def _deliver(self, outcome: Outcome) -> None:
@@ -675,7 +737,7 @@ class EventLoop:
             self._send(conn, data)
         for data in outcome.after:
             self._send(conn, data)
-        conn.in_flight = False
+        conn.in_flight = max(0, conn.in_flight - 1)
         if request.kind == "sync":
             self._finish_sync(conn)
 

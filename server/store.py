@@ -1,14 +1,24 @@
 """SQLite storage of accounts, devices, contacts and message queues.
 
-Connections: each worker thread (and the admin command) opens its own
-``sqlite3`` connection to the same file. WAL mode lets readers run while
-one writer commits. Every transaction that may write starts with
-``BEGIN IMMEDIATE``, so it takes the write lock up front and waits for it
-(``busy_timeout``). A deferred transaction would instead fail with
-``SQLITE_BUSY`` when its read snapshot cannot be upgraded to a write.
+Connections: each thread (the commit writer, each worker, and the admin
+command) opens its own ``sqlite3`` connection to the same file. WAL mode
+lets readers run while one writer commits. Every transaction that may
+write starts with ``BEGIN IMMEDIATE``, so it takes the write lock up
+front. A deferred transaction would instead fail with ``SQLITE_BUSY`` when
+its read snapshot cannot be upgraded to a write. Inside this process a
+``threading.Lock`` serializes the writers before they reach SQLite. SQLite's
+own busy handler (``sqliteDefaultBusyCallback`` in its ``main.c``) polls
+the lock with sleeps of 1, 2, 5, 10 ... up to 100 ms, so a writer that
+finds the lock taken would wait out a whole sleep even after it is free.
+Another process (the admin command) still waits through ``busy_timeout``.
 bcrypt never runs inside a transaction, so the write lock is held only
-for the SQL itself. This is simpler than one writer connection
-behind a lock and also covers the admin command, a separate process.
+for the SQL itself.
+
+Group commit: :meth:`Store.batch` opens one transaction for many
+requests, and :meth:`Store.savepoint` isolates each request inside it.
+While a batch is open on a thread, :meth:`Store.transaction` on that
+thread joins the batch instead of starting its own, so the same store
+methods serve both paths.
 
 Durability: ``synchronous=FULL`` makes every commit durable at once, and
 handlers reply to a ``send`` only after its commit returns, so an
@@ -123,6 +133,15 @@ class UsernameTaken(Exception):
     """A user with this canonical username exists already."""
 
 
+class TransactionLost(Exception):
+    """SQLite rolled back the whole batch transaction after an error.
+
+    Some errors (a full disk, an I/O error, out of memory) end the
+    transaction, not just the statement, so every request of the batch
+    lost its writes.
+    """
+
+
 @dataclass(frozen=True)
 class User:
     id: int
@@ -228,13 +247,15 @@ class Store:
 
     Each thread gets its own connection on first use. Every method blocks
     on SQLite I/O and, for writes, on the database write lock, so call
-    them from worker threads, never from the event loop.
+    them from worker threads or the commit writer, never from the event loop.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
         self._lock = threading.Lock()
+        # Taken around every write transaction of this process.
+        self.write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._migrate()
 
@@ -280,15 +301,76 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """Run a write transaction: ``BEGIN IMMEDIATE``, then commit or roll back."""
+        """Run a write transaction: ``BEGIN IMMEDIATE``, then commit or roll back.
+
+        Inside a :meth:`batch` on this thread, join the batch's transaction
+        instead. An exception then propagates to the enclosing savepoint.
+        """
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        if getattr(self._local, "in_batch", False):
+            yield db
+            return
+        with self.write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            self._commit(db)
+
+    @staticmethod
+    def _commit(db: sqlite3.Connection) -> None:
+        try:
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def batch(self) -> Iterator[sqlite3.Connection]:
+        """Run one write transaction for many requests, committed once at the end.
+
+        Any exception rolls the whole batch back. Use :meth:`savepoint`
+        around each request so that one failure undoes only its own writes.
+        """
+        db = self.db
+        with self.write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            self._local.in_batch = True
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            else:
+                self._commit(db)
+            finally:
+                self._local.in_batch = False
+
+    @contextmanager
+    def savepoint(self) -> Iterator[sqlite3.Connection]:
+        """Undo only the writes of the enclosed block if it raises.
+
+        Raises :class:`TransactionLost` in place of the block's exception
+        when SQLite has already rolled back the whole transaction.
+        """
+        db = self.db
+        db.execute("SAVEPOINT request")
         try:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            if not db.in_transaction:
+                raise TransactionLost(str(exc)) from exc
+            db.execute("ROLLBACK TO request")
+            db.execute("RELEASE request")
             raise
-        db.execute("COMMIT")
+        if not db.in_transaction:
+            raise TransactionLost("the transaction ended inside a savepoint")
+        db.execute("RELEASE request")
 
     def _migrate(self) -> None:
         with self.transaction() as db:

@@ -1,9 +1,11 @@
-"""Request handlers, one function per request type, run in worker threads.
+"""Request handlers, one function per request type.
 
-:func:`dispatch` runs the handler for a :class:`Request` and always
-returns an :class:`Outcome`: a :class:`HandlerError` becomes its error
-frame, and any other exception becomes ``internal_error`` (logged with its
-traceback here, never sent to the client).
+Most run in worker threads through :func:`dispatch`, which always returns
+an :class:`Outcome`: a :class:`HandlerError` becomes its error frame, and
+any other exception becomes ``internal_error`` (logged with its traceback
+here, never sent to the client). ``send`` and ``ack`` run in the commit
+writer's thread (``server.writer``), which calls :func:`run_handler` and
+:func:`failure_outcome` itself so that it can roll back a failed request.
 """
 
 from __future__ import annotations
@@ -55,31 +57,51 @@ ANONYMOUS_REQUESTS = frozenset(
 )
 
 
-def dispatch(services: Services, request: Request) -> Outcome:
-    """Run the handler of ``request`` and turn its result into frames."""
+def run_handler(services: Services, request: Request) -> Outcome:
+    """Run the handler of ``request``; raise what it raises.
+
+    A successful outcome's reply is completed into an ``ok`` frame.
+    """
     handler = HANDLERS.get(request.kind)
-    try:
-        if handler is None:
-            raise HandlerError(
-                errors.UNKNOWN_TYPE, f"The server does not handle {request.kind}."
-            )
-        outcome = handler(services, request)
-    except HandlerError as exc:
-        return Outcome(reply=error_reply(request, exc))
-    except Exception:
-        logger.exception(
-            "connection %d: %s request failed", request.conn_id, request.kind
+    if handler is None:
+        raise HandlerError(
+            errors.UNKNOWN_TYPE, f"The server does not handle {request.kind}."
         )
-        return Outcome(
-            reply=make_error(
-                request.frame_id,
-                errors.INTERNAL_ERROR,
-                "The server failed to handle the request; try again later.",
-            )
-        )
+    outcome = handler(services, request)
     if outcome.reply is not None and outcome.reply.get("type") != "error":
         outcome.reply = make_reply(request.frame_id, **outcome.reply)
     return outcome
+
+
+def failure_outcome(request: Request, exc: Exception) -> Outcome:
+    """Turn a handler's exception into the outcome sent to the client.
+
+    A :class:`HandlerError` becomes its error frame. Anything else is logged
+    with its traceback and becomes ``internal_error``; call this inside the
+    ``except`` block so the traceback is still available.
+    """
+    if isinstance(exc, HandlerError):
+        return Outcome(reply=error_reply(request, exc))
+    logger.exception("connection %d: %s request failed", request.conn_id, request.kind)
+    return internal_error_outcome(request)
+
+
+def internal_error_outcome(request: Request) -> Outcome:
+    return Outcome(
+        reply=make_error(
+            request.frame_id,
+            errors.INTERNAL_ERROR,
+            "The server failed to handle the request; try again later.",
+        )
+    )
+
+
+def dispatch(services: Services, request: Request) -> Outcome:
+    """Run the handler of ``request`` and turn its result into frames."""
+    try:
+        return run_handler(services, request)
+    except Exception as exc:
+        return failure_outcome(request, exc)
 
 
 __all__ = [
@@ -93,4 +115,7 @@ __all__ = [
     "Services",
     "Session",
     "dispatch",
+    "failure_outcome",
+    "internal_error_outcome",
+    "run_handler",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 from conftest import Clients, make_config
 from server_wire import WireClient, auth_key, device_fields, new_message_id
 
+from enctalk.protocol import encode_frame, make_request
 from server.app import Server
 from server.store import DATABASE_FILE_NAME
 
@@ -250,3 +251,37 @@ def test_stale_device_is_not_expected(clients: Clients, server: Server) -> None:
     assert _send(alice, "bob", [("bob", bob.device_id)])["type"] == "ok"
     stale = [d for d in bob.call("list_devices")["devices"] if d["stale"]]
     assert [d["device_id"] for d in stale] == [old_device]
+
+
+def test_pipelined_sends_answered_in_order(clients: Clients) -> None:
+    alice, bob = _pair(clients)
+    envelopes = [{"username": "bob", "device_id": bob.device_id, "body": b"key"}]
+    frames = []
+    for index in range(1, 41):
+        if index % 10 == 0:
+            frames.append(make_request("list_contacts", index))
+        elif index % 7 == 0:
+            frames.append(make_request("ping", index))
+        else:
+            frames.append(
+                make_request(
+                    "send",
+                    index,
+                    message_id=new_message_id(),
+                    to="bob",
+                    payload=b"ciphertext",
+                    envelopes=envelopes,
+                )
+            )
+    alice.send_raw(b"".join(encode_frame(frame) for frame in frames))
+
+    replies = [alice.read_frame() for _ in frames]
+    assert [reply["id"] for reply in replies] == list(range(1, 41))
+    assert {reply["type"] for reply in replies} == {"ok"}
+    sends = [frame["id"] for frame in frames if frame["type"] == "send"]
+    assert [reply["id"] for reply in replies if "server_seq" in reply] == sends
+    server_seqs = [reply["server_seq"] for reply in replies if "server_seq" in reply]
+    assert server_seqs == sorted(server_seqs)
+    assert len(set(server_seqs)) == len(sends)
+    seqs = [bob.wait_push("message")["seq"] for _ in sends]
+    assert seqs == list(range(1, len(sends) + 1))

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -20,7 +21,17 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
-from server_wire import WireClient, auth_key, device_fields, new_message_id, random_key
+from server_wire import (
+    ConnectionClosed,
+    WireClient,
+    auth_key,
+    device_fields,
+    new_message_id,
+    random_key,
+)
+
+from enctalk.protocol import encode_frame, make_request
+from server.store import DATABASE_FILE_NAME
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="reads /proc and sends signals"
@@ -285,3 +296,99 @@ def test_slow_reader_is_dropped_and_memory_bounded(tmp_path: Path) -> None:
         reader.close()
     finally:
         process.stop()
+
+
+def _sender_and_reader(process: ServerProcess) -> tuple[WireClient, int]:
+    sender = WireClient(process.port)
+    sender.call(
+        "register",
+        username="alice",
+        auth_key=auth_key("alice"),
+        identity_key=random_key(),
+        backup=b"b",
+    )
+    sender.call("register_device", **device_fields())
+    reader = WireClient(process.port)
+    reader.call(
+        "register",
+        username="bob",
+        auth_key=auth_key("bob"),
+        identity_key=random_key(),
+        backup=b"b",
+    )
+    device = reader.call("register_device", **device_fields())["device_id"]
+    sender.call("add_contact", username="bob")
+    reader.close()
+    return sender, device
+
+
+def _send_frames(first_id: int, message_ids: list[str], device: int) -> bytes:
+    envelopes = [{"username": "bob", "device_id": device, "body": b"k"}]
+    return b"".join(
+        encode_frame(
+            make_request(
+                "send",
+                first_id + index,
+                message_id=message_id,
+                to="bob",
+                payload=b"ciphertext",
+                envelopes=envelopes,
+            )
+        )
+        for index, message_id in enumerate(message_ids)
+    )
+
+
+def _pipeline(client: WireClient, device: int, count: int) -> tuple[int, int]:
+    """Write ``count`` sends at once; return the first and the next free id."""
+    first_id = client.next_id
+    message_ids = [new_message_id() for _ in range(count)]
+    client.send_raw(_send_frames(first_id, message_ids, device))
+    client.next_id += count
+    return first_id, client.next_id
+
+
+def test_acknowledged_sends_survive_kill(tmp_path: Path) -> None:
+    process = ServerProcess(tmp_path, CONFIG)
+    sender, device = _sender_and_reader(process)
+    acknowledged: list[str] = []
+    lost_in_flight = 0
+    try:
+        for _ in range(5):
+            first_id, end_id = _pipeline(sender, device, 100)
+            for frame_id in range(first_id, end_id):
+                reply = sender.reply_to(frame_id)
+                assert reply["type"] == "ok", reply
+                acknowledged.append(reply["message_id"])
+
+        # Kill with a full pipeline of sends in flight, after the first of
+        # them was acknowledged.
+        first_id, end_id = _pipeline(sender, device, 1000)
+        acknowledged.append(sender.reply_to(first_id)["message_id"])
+        process.process.send_signal(signal.SIGKILL)
+        process.process.wait(10)
+        for frame_id in range(first_id + 1, end_id):
+            try:
+                reply = sender.reply_to(frame_id, timeout=2)
+            except (ConnectionClosed, TimeoutError):
+                lost_in_flight = end_id - frame_id
+                break
+            assert reply["type"] == "ok", reply
+            acknowledged.append(reply["message_id"])
+    finally:
+        sender.close()
+        process.stop()
+
+    database = sqlite3.connect(process.data_dir / DATABASE_FILE_NAME)
+    try:
+        rows = database.execute(
+            "SELECT m.message_id FROM messages m"
+            " JOIN queue q ON q.server_seq = m.server_seq WHERE q.device_id = ?",
+            (device,),
+        ).fetchall()
+    finally:
+        database.close()
+    stored = {row[0] for row in rows}
+    assert lost_in_flight > 0
+    assert len(acknowledged) > 500
+    assert [m for m in acknowledged if m not in stored] == []

@@ -344,3 +344,15 @@ def test_stop_finishes_request_in_flight(data_dir: Path) -> None:
     assert [f["type"] for f in frames] == ["ok"], frames
     assert frames[0]["username"] == "alice"
     client.close()
+
+
+def test_hundred_pipelined_requests_all_answered(data_dir: Path) -> None:
+    # More requests than the server queues per connection, in one write,
+    # so most of them wait in the frame decoder with no more bytes to come.
+    with Server(make_config(data_dir, request_burst=1000)) as server:
+        client = WireClient(server.port)
+        client.send_raw(b"".join(_ping(index) for index in range(1, 101)))
+        replies = [client.read_frame() for _ in range(100)]
+        assert [reply["id"] for reply in replies] == list(range(1, 101))
+        assert {reply["type"] for reply in replies} == {"ok"}
+        client.close()

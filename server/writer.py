@@ -1,0 +1,155 @@
+"""Group commit: one thread stores every ``send`` and ``ack``.
+
+The event loop hands these requests to :class:`CommitWriter`. Its thread
+takes every request waiting in its queue (up to :data:`MAX_BATCH`), runs
+their handlers inside one SQLite transaction, each under its own
+savepoint, and commits once. It posts the outcomes to the loop only after
+the commit has returned, so no acknowledgement or push leaves before the
+data it reports is durable, and one fsync covers the whole batch. A batch
+forms while the previous one commits, so a lightly loaded server commits
+each request at once instead of waiting for more to arrive.
+
+Ordering: one thread takes the requests in the order the loop submitted
+them, so per-device ``seq`` and the global ``server_seq`` increase in that
+order, and the outcomes are posted in that order too. A resend within the
+same batch finds the first copy through the open transaction and gets
+the duplicate reply.
+
+Failures: a request whose handler raises is rolled back to its savepoint
+and gets its error reply, and the other requests of the batch commit. If
+SQLite ends the whole transaction (a full disk, an I/O error) or the
+commit fails, every request of the batch gets ``internal_error`` and none
+is acknowledged. Clients then resend, which deduplication by message id
+makes safe.
+
+bcrypt never runs here: only the request types in :data:`BATCHED_REQUESTS`
+come to this thread, and none of them hashes a password.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from server.handlers import (
+    Outcome,
+    Request,
+    Services,
+    failure_outcome,
+    internal_error_outcome,
+    run_handler,
+)
+from server.store import TransactionLost
+
+logger = logging.getLogger(__name__)
+
+# Request types the commit writer runs. Each writes to the database on
+# every call and never hashes a password.
+BATCHED_REQUESTS = frozenset({"send", "ack"})
+# Requests committed in one transaction at most, which bounds how long a
+# batch holds the write lock and delays the replies of its first request.
+MAX_BATCH = 256
+STOP_TIMEOUT_SECONDS = 30.0
+
+PostBatch = Callable[[list[tuple[Request, Outcome]]], None]
+
+
+class CommitWriter:
+    """The thread that runs and commits batched requests.
+
+    :meth:`submit` never blocks and is meant for the event loop thread.
+    ``post`` is called from the writer thread with each committed batch's
+    ``(request, outcome)`` pairs, in submission order. :meth:`commit_batch`
+    blocks on SQLite; the writer thread calls it, and tests may too.
+    """
+
+    def __init__(self, services: Services, post: PostBatch) -> None:
+        self.services = services
+        self._post = post
+        self._queue: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.batches_committed = 0
+        self.requests_committed = 0
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(
+            target=self._run, name="enctalk-writer", daemon=True
+        )
+        self._thread.start()
+
+    def submit(self, request: Request) -> None:
+        """Queue a request for the next batch."""
+        self._queue.put(request)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Commit the requests already queued, then end the thread; blocks."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.error("commit writer did not stop within %.0f s", timeout)
+        self._thread = None
+
+    def _run(self) -> None:
+        logger.info("commit writer started")
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            try:
+                outcomes = self.commit_batch(batch)
+            except Exception:
+                logger.exception("commit writer failed on a batch of %d", len(batch))
+                outcomes = [internal_error_outcome(request) for request in batch]
+            self._post(list(zip(batch, outcomes, strict=True)))
+        logger.info("commit writer stopped")
+
+    def commit_batch(self, requests: list[Request]) -> list[Outcome]:
+        """Run ``requests`` in one transaction and commit it; return their outcomes.
+
+        The outcomes are in the order of ``requests``. When the batch cannot
+        be committed, every outcome is ``internal_error``.
+        """
+        store = self.services.store
+        outcomes = []
+        try:
+            with store.batch():
+                for request in requests:
+                    outcomes.append(self._run_request(request))
+        except (sqlite3.Error, TransactionLost) as exc:
+            logger.error(
+                "commit of a batch of %d requests failed, none acknowledged: %s",
+                len(requests),
+                exc,
+            )
+            return [internal_error_outcome(request) for request in requests]
+        self.batches_committed += 1
+        self.requests_committed += len(requests)
+        return outcomes
+
+    def _run_request(self, request: Request) -> Outcome:
+        try:
+            with self.services.store.savepoint():
+                return run_handler(self.services, request)
+        except TransactionLost:
+            raise
+        except Exception as exc:
+            return failure_outcome(request, exc)
