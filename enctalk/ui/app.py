@@ -42,7 +42,7 @@ PUMP_INTERVAL_MS = 40
 # Events handled per pump; the rest wait for the next one, 1 ms later.
 MAX_EVENTS_PER_PUMP = 100
 MAX_OUTCOMES_PER_PUMP = 20
-CLOSE_WAIT_SECONDS = 1.0
+CLOSE_WAIT_SECONDS = 0.7
 CLIENT_TIMEOUT = 15.0
 
 

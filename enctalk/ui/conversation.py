@@ -88,7 +88,8 @@ class ConversationView(ttk.Frame):
         text.tag_configure("meta", foreground=theme.MUTED)
         text.tag_configure("failed", foreground=theme.ERROR_COLOUR)
         text.tag_configure("retry", foreground=theme.ACCENT, underline=True)
-        text.tag_configure("body", lmargin1=8, lmargin2=8, spacing3=6)
+        text.tag_configure("header", spacing1=8)
+        text.tag_configure("body", lmargin1=8, lmargin2=8)
         text.tag_configure(
             "notice",
             foreground="#7a4b00",
@@ -119,8 +120,11 @@ class ConversationView(ttk.Frame):
             return [(f"⚠ {display_text(entry.body)}  {when}\n", ("notice", tag))]
         own = entry.direction == "out"
         segments: Segments = [
-            (display_text(entry.sender), ("sender_out" if own else "sender_in", tag)),
-            (f"  {when}", ("meta", tag)),
+            (
+                display_text(entry.sender),
+                ("sender_out" if own else "sender_in", "header", tag),
+            ),
+            (f"  {when}", ("meta", "header", tag)),
         ]
         if own:
             segments.extend(self._state_segments(key, state or entry.state))
