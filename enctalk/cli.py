@@ -1,7 +1,8 @@
 """Headless EncTalk commands over the client core.
 
-``python run_client.py [options] COMMAND ARGS``. With no command the GUI
-would start; it is not built yet, so :func:`main` prints that and returns 2.
+``python run_client.py [options] COMMAND ARGS``. With no command,
+:data:`GUI_COMMAND` opens the desktop window (``enctalk.ui``), which
+imports tkinter only then, so the commands work on a Python without Tk.
 Every error is one line on stderr and an exit code from :data:`EXIT_CODES`,
 never a traceback.
 """
@@ -88,7 +89,7 @@ on each run.
 exit codes:
   0  success
   1  error (reported by the server or the client)
-  2  invalid command line, or no command (the GUI is not built yet)
+  2  invalid command line, or no command and no display or Tk for the window
   3  send: the message is queued in the outbox, not yet acknowledged
   4  wrong password, wrong credentials, weak password or ended session
   5  cannot reach the server, or it did not answer in time
@@ -201,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="run_client.py",
-        description="EncTalk end-to-end encrypted chat client (headless commands).",
+        description="EncTalk end-to-end encrypted chat client. With no command, "
+        "it opens the desktop window.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -14,8 +14,8 @@ import argparse
 def run(args: argparse.Namespace) -> int:
     """Open the desktop window for ``args.profile`` and ``args.server``.
 
-    Returns the process exit code: 0 after a normal close, 1 when Tk is
-    missing or cannot open a display.
+    Returns the process exit code: 0 after a normal close, 2 when Tk
+    cannot open a display.
     """
     from enctalk.ui.app import run_app
 

@@ -44,6 +44,8 @@ MAX_EVENTS_PER_PUMP = 100
 MAX_OUTCOMES_PER_PUMP = 20
 CLOSE_WAIT_SECONDS = 0.7
 CLIENT_TIMEOUT = 15.0
+# The command line's exit code for usage errors, also used when no window opens.
+NO_WINDOW_EXIT = 2
 
 
 class App:
@@ -278,8 +280,12 @@ def run_app(args: argparse.Namespace) -> int:
     try:
         root = tk.Tk(className="EncTalk")
     except tk.TclError as exc:
-        print(f"error: cannot open the EncTalk window: {exc}", file=sys.stderr)
-        return 1
+        print(
+            f"error: cannot open the EncTalk window ({exc}); run it on a desktop, "
+            "or run a command, for example 'run_client.py --help'.",
+            file=sys.stderr,
+        )
+        return NO_WINDOW_EXIT
     theme.apply_theme(root)
     app = App(root, args.profile, args.server)
     try:

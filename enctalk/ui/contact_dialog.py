@@ -1,8 +1,8 @@
 """Contact details: the safety number and the "Mark as verified" action.
 
 The safety number (60 digits in 12 groups of 5) is the same on both
-sides when neither account key was replaced. The dialog asks the user to
-compare it in person and records the result in the client core.
+sides when neither account key was replaced. The user compares it in
+person, and the dialog records the result in the client core.
 """
 
 from __future__ import annotations

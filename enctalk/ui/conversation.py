@@ -4,7 +4,7 @@ Each entry gets a tag named by its key (the message id, or a local key
 until the core assigns one), and its delivery state sits in a range
 tagged ``state:KEY``, so a state change rewrites only that range. Text
 goes in through :func:`~enctalk.ui.formatting.display_text`, so every
-character takes one Tk index position and Tk 8.6 never sees a character
+character takes one Tk index position and Tk 8.6 never gets a character
 it cannot draw. The history itself keeps the original text.
 """
 
@@ -23,8 +23,8 @@ from enctalk.ui.viewmodel import entry_time
 
 Segments = list[tuple[str, tuple[str, ...]]]
 
-# Tests set this to a file path; each shown entry then appends a JSON line
-# with its message id and direction (never its text) to that file.
+# Tests set this to a file path. Each entry shown then appends a JSON line
+# with its message id and direction to that file, never its text.
 TRACE_VARIABLE = "ENCTALK_UI_TRACE"
 
 

@@ -1,6 +1,6 @@
 """The main window: contacts on the left, the open conversation on the right.
 
-The view holds a :class:`~enctalk.ui.viewmodel.ChatModel` and carries out
+The view keeps a :class:`~enctalk.ui.viewmodel.ChatModel` and carries out
 the effects the model returns for each core event. Every client call goes
 through the app's worker, and its result comes back on the Tk main
 thread. Enter sends, Shift+Enter starts a new line, and every action has
@@ -68,6 +68,7 @@ class MainWindow(ttk.Frame):
     def _build_menu(self) -> None:
         top = self.winfo_toplevel()
         menu = tk.Menu(top)
+
         account = tk.Menu(menu, tearoff=False)
         account.add_command(
             label="Settings…", accelerator="Ctrl+,", command=self.open_settings
@@ -76,6 +77,7 @@ class MainWindow(ttk.Frame):
         account.add_separator()
         account.add_command(label="Quit", accelerator="Ctrl+Q", command=self.app.close)
         menu.add_cascade(label="Account", menu=account, underline=0)
+
         contacts = tk.Menu(menu, tearoff=False)
         contacts.add_command(
             label="Add contact…", accelerator="Ctrl+N", command=self.add_contact
@@ -84,6 +86,7 @@ class MainWindow(ttk.Frame):
             label="Contact details…", accelerator="Ctrl+I", command=self.open_details
         )
         menu.add_cascade(label="Contacts", menu=contacts, underline=0)
+
         conversation = tk.Menu(menu, tearoff=False)
         conversation.add_command(
             label="Retry failed messages", accelerator="Ctrl+R", command=self.retry_all
@@ -97,6 +100,7 @@ class MainWindow(ttk.Frame):
             command=self.focus_input,
         )
         menu.add_cascade(label="Conversation", menu=conversation, underline=0)
+
         top.configure(menu=menu)
         self.menu = menu
 

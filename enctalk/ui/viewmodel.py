@@ -1,6 +1,6 @@
 """The state behind the main window, reduced from client core events.
 
-:class:`ChatModel` holds the contact rows (presence, unread count, latest
+:class:`ChatModel` contains the contact rows (presence, unread count, latest
 activity), the delivery state of each outgoing message and the open
 conversation. :meth:`ChatModel.apply` turns one core event into a list of
 :class:`Effect` values that the Tk views carry out, so the rules (what

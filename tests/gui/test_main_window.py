@@ -1,6 +1,6 @@
 """The real App and MainWindow in this process, on Xvfb, over a fake client.
 
-The fake client stands in for the core's blocking methods, so these
+The fake client replaces the core's blocking methods, so these
 tests check the views: what reaches ``send_text``, how a burst of events
 is shown, unread counts in the title.
 """
@@ -20,7 +20,7 @@ from enctalk.ui.main_window import MainWindow
 
 NON_BMP_TEXT = "hi 😀👍🏽 𠀀"
 BURST_SIZE = 500
-# The longest pause of the Tk main loop that still feels responsive.
+# The maximum pause of the Tk main loop that still feels responsive.
 MAX_PAUSE_SECONDS = 0.25
 
 

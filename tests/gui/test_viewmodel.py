@@ -72,7 +72,7 @@ def test_contacts_sort_by_latest_activity():
     assert order == ["dave", "carol", "bob"]
 
 
-def test_copy_from_my_other_device_is_outgoing_and_not_unread():
+def test_own_device_copy_not_unread():
     model = ChatModel("alice")
     effects = model.apply(message("alice", "bob", 3))
     assert model.contacts["bob"].unread == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -190,15 +191,18 @@ def test_cli_unknown_contact_and_unreachable_server(server, tmp_path):
     assert f"Cannot reach server {server.address}: connection refused" in offline.stderr
 
 
-def test_cli_without_command_exits_2(tmp_path):
+def test_cli_without_command_or_display_exits_2(tmp_path):
+    environment = {key: value for key, value in os.environ.items() if key != "DISPLAY"}
     result = subprocess.run(
         [sys.executable, str(ROOT / "run_client.py"), "--profile", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=30,
+        env=environment,
     )
     assert result.returncode == 2
-    assert "GUI is not built yet" in result.stderr
+    assert "cannot open the EncTalk window" in result.stderr
+    assert "Traceback" not in result.stderr
     usage = subprocess.run(
         [sys.executable, str(ROOT / "run_client.py"), "--help"],
         capture_output=True,
