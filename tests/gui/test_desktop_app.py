@@ -92,7 +92,37 @@ def test_gui_register_chat_with_cli_user(server, tmp_path, desktop, start_gui):
     desktop.screenshot("reply")
     assert shown
 
+    desktop.focus(window)
+    desktop.key("ctrl+i")
+    dialog = desktop.find_window("^Contact details: bob$")
+    time.sleep(0.5)
+    desktop.screenshot("safety-number")
+    desktop.focus(dialog)
+    desktop.key("alt+m")
+    time.sleep(0.5)
+    desktop.screenshot("verified")
+    desktop.key("Escape")
+
+    desktop.focus(window)
+    desktop.key("ctrl+comma")
+    dialog = desktop.find_window("^Settings$")
+    time.sleep(0.5)
+    desktop.screenshot("settings")
+    desktop.focus(dialog)
+    desktop.key("Escape")
+
     assert "Traceback" not in gui.stderr_text()
+
+
+def test_gui_at_double_scale(server, tmp_path, desktop, start_gui):
+    desktop.env["ENCTALK_UI_SCALE"] = "2"
+    gui = start_gui(tmp_path / "alice", server.address)
+    window = desktop.find_window("^EncTalk$")
+    desktop.focus(window)
+    desktop.key("alt+r")
+    time.sleep(0.5)
+    desktop.screenshot("register-200-percent")
+    assert gui.process.poll() is None
 
 
 def test_gui_wrong_password_shows_plain_error(server, tmp_path, desktop, start_gui):
