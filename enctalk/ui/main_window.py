@@ -381,8 +381,10 @@ class MainWindow(ttk.Frame):
             self.conversation.set_state(local_key, "failed")
             self.status.set(f"Not sent: {friendly_error(error)}")
 
-        # timeout=0: the call returns once the message is in the outbox;
+        # timeout=0: the call returns once the message is in the outbox, and
         # delivery_updated events report the rest, also while offline.
+        # NOTE: the core keeps each outcome nobody waited for in memory
+        # until the client closes, a few hundred bytes per message sent.
         self.app.worker.submit(lambda: client.send_text(peer, body, 0.0), sent, failed)
 
     def retry(self, message_id: str) -> None:

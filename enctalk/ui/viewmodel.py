@@ -69,7 +69,11 @@ def entry_time(entry: HistoryEntry) -> int:
 
 
 class ChatModel:
-    """Contacts, unread counts and delivery states of one logged-in account."""
+    """Contacts, unread counts and delivery states of one logged-in account.
+
+    NOTE: unread counts and the key-change flag live only in memory, so a
+    restart clears them. The key-change notice stays in the history.
+    """
 
     def __init__(self, me: str) -> None:
         self.me = me
