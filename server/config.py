@@ -137,6 +137,24 @@ class ServerConfig:
     bcrypt_cost: int = field(
         default=12, metadata=_help("bcrypt cost factor (log2 rounds), 4 to 31")
     )
+    # A 5-minute mono WAV is 9.6 MB at 16 kHz and 28.8 MB at 48 kHz.
+    max_attachment_size: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_help("maximum size in bytes of one encrypted attachment"),
+    )
+    attachment_quota: int = field(
+        default=512 * 1024 * 1024,
+        metadata=_help(
+            "bytes of attachments one user may have stored on the server at once"
+        ),
+    )
+    attachment_retention_days: float = field(
+        default=30.0,
+        metadata=_help(
+            "days after which an attachment is deleted even if not every "
+            "recipient fetched it"
+        ),
+    )
     revocation_check_interval: float = field(
         default=2.0,
         metadata=_help(
@@ -177,6 +195,9 @@ class ServerConfig:
         _check_range("worker_threads", self.worker_threads, 1, 256)
         _check_range("bcrypt_cost", self.bcrypt_cost, MIN_BCRYPT_COST, MAX_BCRYPT_COST)
         _check_positive("revocation_check_interval", self.revocation_check_interval)
+        _check_range("max_attachment_size", self.max_attachment_size, 1, 2**62)
+        _check_range("attachment_quota", self.attachment_quota, 1, 2**62)
+        _check_positive("attachment_retention_days", self.attachment_retention_days)
         if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, "

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DATABASE_FILE_NAME = "enctalk.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 # The server stores at most this many one-time prekeys per device. Extra
@@ -123,6 +123,28 @@ CREATE TABLE reset_codes (
     expires INTEGER NOT NULL
 );
 """
+# Version 2 adds encrypted attachments (see server.attachments).
+_ATTACHMENT_SCHEMA = """
+CREATE TABLE attachments (
+    id TEXT PRIMARY KEY,
+    owner INTEGER NOT NULL REFERENCES users(id),
+    owner_device INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    received INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL
+);
+CREATE INDEX attachments_by_owner ON attachments(owner);
+CREATE INDEX attachments_by_created ON attachments(created);
+CREATE TABLE attachment_recipients (
+    attachment_id TEXT NOT NULL REFERENCES attachments(id) ON DELETE CASCADE,
+    device_id INTEGER NOT NULL,
+    fetched INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (attachment_id, device_id)
+) WITHOUT ROWID;
+"""
+# Statements that bring a database from the version in the key to the
+# next one; version 0 is a new, empty database.
+_UPGRADES = {0: _SCHEMA, 1: _ATTACHMENT_SCHEMA}
 
 
 class StoreError(Exception):
@@ -377,12 +399,13 @@ class Store:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version == SCHEMA_VERSION:
                 return
-            if version != 0:
+            if version not in _UPGRADES:
                 raise StoreError(
                     f"database {self.path} has schema version {version}, but this "
                     f"server knows only version {SCHEMA_VERSION}"
                 )
-            for statement in _SCHEMA.split(";"):
+            script = "".join(_UPGRADES[v] for v in range(version, SCHEMA_VERSION))
+            for statement in script.split(";"):
                 if statement.strip():
                     db.execute(statement)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -33,6 +33,12 @@ NOT_A_CONTACT = "not_a_contact"
 DEVICE_LIST_MISMATCH = "device_list_mismatch"
 MESSAGE_ID_CONFLICT = "message_id_conflict"
 
+# Attachments
+ATTACHMENT_TOO_LARGE = "attachment_too_large"
+QUOTA_EXCEEDED = "quota_exceeded"
+ATTACHMENT_NOT_FOUND = "attachment_not_found"
+INVALID_OFFSET = "invalid_offset"
+
 # Server side
 BUSY = "busy"
 INTERNAL_ERROR = "internal_error"
@@ -57,6 +63,10 @@ ERROR_CODES = frozenset(
         NOT_A_CONTACT,
         DEVICE_LIST_MISMATCH,
         MESSAGE_ID_CONFLICT,
+        ATTACHMENT_TOO_LARGE,
+        QUOTA_EXCEEDED,
+        ATTACHMENT_NOT_FOUND,
+        INVALID_OFFSET,
         BUSY,
         INTERNAL_ERROR,
     }

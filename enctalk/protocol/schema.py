@@ -42,9 +42,13 @@ MAX_DEVICES = 1000
 MAX_CONTACTS = 10000
 MAX_NAME_LENGTH = 64
 MAX_TEXT_LENGTH = 1000
+# One attachment chunk: its base64 (about 683 KiB) fits the default 1 MiB frame.
+MAX_CHUNK_SIZE = 512 * 1024
+ATTACHMENT_ID_LENGTH = 32
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SNAKE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_HEX_ID = re.compile(f"[0-9a-f]{{{ATTACHMENT_ID_LENGTH}}}")
 
 
 def b64(data: bytes) -> str:
@@ -240,6 +244,11 @@ MESSAGE_ID = Text(max_length=36, min_length=36, pattern=_UUID)
 SIGNED_PREKEY = Object({"id": PREKEY_ID, "key": KEY, "signature": SIGNATURE})
 ONE_TIME_PREKEY = Object({"id": PREKEY_ID, "key": KEY})
 DEVICE_ADDRESS = Object({"username": USERNAME, "device_id": DEVICE_ID})
+ATTACHMENT_ID = Text(
+    max_length=ATTACHMENT_ID_LENGTH, min_length=ATTACHMENT_ID_LENGTH, pattern=_HEX_ID
+)
+ATTACHMENT_SIZE = Integer(1, MAX_INT)
+CHUNK = Binary(1, MAX_CHUNK_SIZE)
 
 # Requests a client sends. The server answers each with "ok" or "error".
 REQUESTS: dict[str, dict[str, Field]] = {
@@ -304,6 +313,18 @@ REQUESTS: dict[str, dict[str, Field]] = {
     },
     "sync": {"after": SEQUENCE},
     "ack": {"upto": SEQUENCE},
+    "attachment_create": {"to": USERNAME, "size": ATTACHMENT_SIZE},
+    "attachment_upload": {
+        "attachment_id": ATTACHMENT_ID,
+        "offset": Integer(0, MAX_INT),
+        "data": CHUNK,
+    },
+    "attachment_status": {"attachment_id": ATTACHMENT_ID},
+    "attachment_download": {
+        "attachment_id": ATTACHMENT_ID,
+        "offset": Integer(0, MAX_INT),
+        "length": Integer(1, MAX_CHUNK_SIZE),
+    },
     "ping": {},
 }
 
@@ -369,6 +390,18 @@ REPLIES: dict[str, dict[str, Field]] = {
     },
     "sync": {"last": SEQUENCE},
     "ack": {},
+    "attachment_create": {"attachment_id": ATTACHMENT_ID},
+    "attachment_upload": {"received": Integer(0, MAX_INT)},
+    "attachment_status": {
+        "received": Integer(0, MAX_INT),
+        "size": ATTACHMENT_SIZE,
+        "complete": Boolean(),
+    },
+    "attachment_download": {
+        "data": CHUNK,
+        "offset": Integer(0, MAX_INT),
+        "size": ATTACHMENT_SIZE,
+    },
     "ping": {},
 }
 

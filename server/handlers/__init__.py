@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 
 from enctalk.protocol import errors, make_error, make_reply
-from server.handlers import accounts, contacts, devices, messages
+from server.handlers import accounts, attachments, contacts, devices, messages
 from server.handlers.base import (
     HandlerError,
     OnlineUsers,
@@ -49,6 +49,10 @@ HANDLERS: dict[str, Handler] = {
     "send": messages.send,
     "sync": messages.sync,
     "ack": messages.ack,
+    "attachment_create": attachments.attachment_create,
+    "attachment_upload": attachments.attachment_upload,
+    "attachment_status": attachments.attachment_status,
+    "attachment_download": attachments.attachment_download,
 }
 
 # Request types an anonymous connection may send.

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from enctalk.protocol import encode_frame, errors, make_error
+from server.attachments import AttachmentStore
 from server.config import ServerConfig
 from server.store import Store
 
@@ -133,6 +134,8 @@ class Services:
     # bcrypt hash of a random key, checked for unknown users so that a
     # wrong username takes as long as a wrong key.
     dummy_hash: bytes
+    # Opened on first use by server.handlers.attachments.
+    attachments: AttachmentStore | None = None
 
     @property
     def active_since(self) -> int:
