@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from enctalk.client import errors as codes
-from enctalk.client import messaging
+from enctalk.client import messaging, receiving
 from enctalk.client.address import parse_server_address
 from enctalk.client.connection import CONNECTED, Connection
 from enctalk.client.errors import ClientError
@@ -177,6 +177,10 @@ class Client:
         self._device: DeviceKeys | None = None
         self._sessions: dict[str, Any] = {}
         self._bundles: dict[str, Any] = {}
+        # Queue items held behind a message whose sender's AIK is being
+        # looked up, or None; see enctalk.client.receiving.
+        self._held_pushes: list[tuple[str, dict[str, Any]]] | None = None
+        self._identity_lookups = 0
 
         self._connection: Connection | None = None
         self._authenticated = threading.Event()
@@ -1024,7 +1028,9 @@ class Client:
         elif kind == "flush":
             messaging.flush_outbox(self)
         elif kind == "push":
-            messaging.handle_push(self, task[1], task[2])
+            receiving.handle_push(self, task[1], task[2])
+        elif kind == "retry_held":
+            receiving.retry_held_pushes(self)
 
     def _handle_connection_state(self, state: str, data: dict[str, Any]) -> None:
         if state != CONNECTED:
@@ -1077,6 +1083,8 @@ class Client:
     def _after_authenticated(self) -> None:
         self._maintain_prekeys()
         with self._lock:
+            # The sync resends every held item, because none was acknowledged.
+            receiving.drop_held_pushes(self)
             after = int(self._require_state()["last_seq"])
         self._request("sync", after=after)
         messaging.flush_outbox(self)

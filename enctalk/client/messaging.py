@@ -1,13 +1,11 @@
-"""Sending and receiving end-to-end messages: the outbox, envelopes, receipts.
+"""Sending end-to-end messages: the outbox, envelopes and prekey bundles.
 
 These functions take the :class:`~enctalk.client.core.Client` they work
 for and run on its worker thread under the client's lock. Sending seals
 the payload once, then encrypts its key material for every active device
 of the recipient and of the sender's other devices, fetching and
-verifying prekey bundles for devices without a session. Receiving
-decrypts the envelope, opens the payload, stores it in the history and
-acknowledges it. A message that fails becomes a notice in the history,
-never altered text.
+verifying prekey bundles for devices without a session. Receiving is in
+:mod:`enctalk.client.receiving`.
 """
 
 from __future__ import annotations
@@ -19,16 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from enctalk.client import errors as codes
 from enctalk.client.errors import ClientError
-from enctalk.client.events import (
-    CONTACT_ADDED,
-    DECRYPT_FAILED,
-    DELIVERY_UPDATED,
-    MESSAGE_RECEIVED,
-    PREKEYS_LOW,
-    PRESENCE_CHANGED,
-    SESSION_REVOKED,
-)
-from enctalk.client.history import DELIVERED, FAILED, SENT, HistoryEntry
+from enctalk.client.events import DELIVERY_UPDATED
+from enctalk.client.history import FAILED, SENT
 from enctalk.crypto import session as e2e
 from enctalk.crypto.errors import CryptoError
 from enctalk.crypto.keys import verify_device_key, verify_prekey
@@ -269,195 +259,6 @@ def _fetch_bundles(client: Client, user: str) -> None:
     for old in set(state["devices"].get(user, [])) - set(device_ids):
         forget_device(client, user, old)
     state["devices"][user] = device_ids
-
-
-def handle_push(client: Client, kind: str, fields: dict[str, Any]) -> None:
-    """Handle one frame the server pushed, in the order it arrived."""
-    if kind == "message":
-        _receive_message(client, fields)
-    elif kind == "receipt":
-        _receive_receipt(client, fields)
-    elif kind == "presence":
-        client._emit(
-            PRESENCE_CHANGED, username=fields["username"], online=fields["online"]
-        )
-    elif kind == "contact_added":
-        with client._lock:
-            if client._state is not None:
-                client._check_identity(fields["username"], fields["identity_key"])
-                client._save()
-        client._emit(
-            CONTACT_ADDED, username=fields["username"], online=fields["online"]
-        )
-    elif kind == "prekeys_low":
-        client._emit(PREKEYS_LOW, remaining=fields["remaining"])
-        with client._lock:
-            client._top_up_prekeys(fields["remaining"])
-    elif kind == "session_revoked":
-        with client._lock:
-            if client._state is not None:
-                client._state["token"] = None
-                client._save()
-            client._authenticated.clear()
-            client._session_error = ClientError(
-                "invalid_session",
-                f"The session was revoked ({fields['reason']}); log in again.",
-            )
-        client._emit(SESSION_REVOKED, reason=fields["reason"])
-
-
-def _acknowledge(client: Client, seq: int) -> None:
-    state = client._require_state()
-    if seq > state["last_seq"]:
-        state["last_seq"] = seq
-    client._save()
-    if client._connection is not None:
-        client._connection.send_nowait("ack", upto=seq)
-
-
-def _receive_receipt(client: Client, fields: dict[str, Any]) -> None:
-    with client._lock:
-        state = client._state
-        if state is None:
-            return
-        if fields["seq"] <= state["last_seq"]:
-            _acknowledge(client, fields["seq"])
-            return
-        entry = client._require_history().find(fields["message_id"])
-        updated = False
-        if entry is not None and entry.direction == "out" and entry.state != DELIVERED:
-            client._require_history().update(fields["message_id"], state=DELIVERED)
-            updated = True
-        _acknowledge(client, fields["seq"])
-    if updated and entry is not None:
-        client._emit(
-            DELIVERY_UPDATED,
-            message_id=fields["message_id"],
-            conversation=entry.conversation,
-            state=DELIVERED,
-        )
-
-
-def _receive_message(client: Client, fields: dict[str, Any]) -> None:
-    with client._lock:
-        state = client._state
-        if state is None:
-            return
-        seq, message_id = fields["seq"], fields["message_id"]
-        history = client._require_history()
-        if seq <= state["last_seq"] or history.contains(message_id):
-            _acknowledge(client, seq)
-            return
-        me = client._require_username()
-        sender, sender_device = fields["from"], fields["from_device"]
-        conversation = fields["to"] if sender == me else sender
-        try:
-            payload = _open_message(client, fields)
-        except (CryptoError, ClientError, ValueError, KeyError, TypeError) as exc:
-            logger.warning(
-                "message %s from %s/%s did not decrypt: %s",
-                message_id,
-                sender,
-                sender_device,
-                type(exc).__name__,
-            )
-            history.add(
-                HistoryEntry(
-                    conversation=conversation,
-                    kind="notice",
-                    direction="in",
-                    sender=sender,
-                    body=f"could not decrypt a message from {sender}",
-                    message_id=message_id,
-                    server_seq=fields["server_seq"],
-                    server_time=fields["server_time"],
-                    sent_at=None,
-                    state=None,
-                )
-            )
-            _acknowledge(client, seq)
-            event: tuple[str, dict[str, Any]] = (
-                DECRYPT_FAILED,
-                {
-                    "conversation": conversation,
-                    "sender": sender,
-                    "sender_device": sender_device,
-                    "message_id": message_id,
-                    "server_seq": fields["server_seq"],
-                },
-            )
-        else:
-            entry = HistoryEntry(
-                conversation=conversation,
-                kind="text",
-                direction="out" if sender == me else "in",
-                sender=sender,
-                body=payload["body"],
-                message_id=message_id,
-                server_seq=fields["server_seq"],
-                server_time=fields["server_time"],
-                sent_at=payload["sent_at"],
-                state=SENT if sender == me else None,
-            )
-            history.add(entry)
-            _acknowledge(client, seq)
-            event = (
-                MESSAGE_RECEIVED,
-                {
-                    "conversation": conversation,
-                    "sender": sender,
-                    "sender_device": sender_device,
-                    "body": payload["body"],
-                    "message_id": message_id,
-                    "server_seq": fields["server_seq"],
-                    "server_time": fields["server_time"],
-                    "sent_at": payload["sent_at"],
-                },
-            )
-    client._emit(event[0], **event[1])
-
-
-def _open_message(client: Client, fields: dict[str, Any]) -> dict[str, Any]:
-    """Decrypt one pushed message and check its payload; raise on any failure."""
-    me = client._require_username()
-    own_device = client.profile.device_id
-    assert client._device is not None and client._aik is not None
-    assert own_device is not None
-    sender, sender_device = fields["from"], fields["from_device"]
-    message_id, to = fields["message_id"], fields["to"]
-    key = f"{sender}/{sender_device}"
-
-    ad = e2e.message_associated_data(
-        sender, sender_device, me, own_device, to, message_id
-    )
-    decrypted = e2e.decrypt_envelope(
-        client._device,
-        client._sessions.get(key),
-        fields["envelope"],
-        ad,
-        own_aik_public=client._aik.public_bytes(),
-    )
-    # The envelope authenticated, so the sender's ratchet moved on too: keep
-    # the session even if the payload is bad. A key change drops the
-    # sender's old sessions, so it is checked before the session is stored.
-    client._check_identity(sender, decrypted.sender_aik_public)
-    client._sessions[key] = decrypted.session
-
-    plaintext = e2e.open_payload(
-        decrypted.plaintext,
-        fields["payload"],
-        e2e.payload_associated_data(sender, sender_device, to, message_id),
-    )
-    payload = json.loads(plaintext.decode("utf-8"))
-    if not isinstance(payload, dict) or payload.get("kind") != "text":
-        raise ValueError("payload is not a text message")
-    if payload.get("message_id") != message_id:
-        raise ValueError("payload message id differs from the envelope's")
-    if not isinstance(payload.get("body"), str):
-        raise ValueError("payload body is not text")
-    if not isinstance(payload.get("sent_at"), int):
-        raise ValueError("payload sent_at is not an integer")
-    return payload
 
 
 def _bundle_from_reply(aik: bytes, device: dict[str, Any]) -> PreKeyBundle:

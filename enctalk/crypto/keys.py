@@ -22,7 +22,7 @@ replay of its first message is rejected as long as that prekey exists.
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict
 
 from cryptography.exceptions import InvalidSignature
@@ -378,6 +378,26 @@ class DeviceKeys:
         for record in self.signed_prekeys.values():
             public = x25519_public_bytes(record.private_key)
             record.signature = sign_prekey(aik, record.prekey_id, public)
+
+    def copy(self) -> "DeviceKeys":
+        """Return an independent copy that shares only the immutable key objects.
+
+        Taking a prekey, recording a base key or rotating the signed prekey
+        on one leaves the other as is.
+        """
+        signed_prekeys = {
+            prekey_id: replace(record, base_keys=list(record.base_keys))
+            for prekey_id, record in self.signed_prekeys.items()
+        }
+        return DeviceKeys(
+            self.identity_key,
+            self.device_signature,
+            signed_prekeys,
+            self.current_signed_prekey_id,
+            dict(self.one_time_prekeys),
+            self._next_signed_prekey_id,
+            self._next_one_time_prekey_id,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the private state as a JSON-safe dict (base64 strings)."""

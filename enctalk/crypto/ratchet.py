@@ -206,6 +206,12 @@ class RatchetSession:
         """
         return self._associated_data
 
+    def copy(self) -> "RatchetSession":
+        """Return an independent copy of this session and its skipped keys."""
+        return RatchetSession(
+            replace(self._state), self._associated_data, OrderedDict(self._skipped)
+        )
+
     @property
     def can_send(self) -> bool:
         """False for a responder until it has decrypted a first message."""

@@ -47,7 +47,10 @@ whose AIK and device signature were replaced by another account's does not
 decrypt. The returned sender AIK is therefore the one that the sending
 device chose, but nothing here ties it to a username. The caller must
 compare it with the one on record for the claimed sender account and show
-a key-change warning if it differs.
+a key-change warning if it differs. A caller that may still reject a
+message after it decrypted passes :meth:`DeviceSession.copy` and
+:meth:`DeviceKeys.copy` and stores the copies only once it accepts the
+message.
 """
 
 import hmac
@@ -208,6 +211,14 @@ class DeviceSession:
             self._make_current(state)
             return plaintext
         raise DecryptionError
+
+    def copy(self) -> "DeviceSession":
+        """Return an independent copy: decrypting with one leaves the other as is."""
+        states = [
+            _SessionState(state.ratchet.copy(), state.base_key, state.pending_initial)
+            for state in self._states
+        ]
+        return DeviceSession(self.remote_identity_key, self.remote_aik_public, states)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the session as a JSON-safe dict (base64 strings)."""

@@ -159,6 +159,23 @@ def test_device_keys_round_trip_through_json() -> None:
     assert loaded.new_one_time_prekeys(1)[0][0] == 4
 
 
+def test_device_keys_copy_is_independent() -> None:
+    aik = AccountIdentity.generate()
+    device = DeviceKeys.generate(aik, one_time_count=2, now=NOW)
+    before = device.to_dict()
+    copy = device.copy()
+
+    copy.take_one_time_prekey(min(copy.one_time_prekeys))
+    copy.record_base_key(copy.current_signed_prekey_id, bytes(range(32)))
+    copy.new_one_time_prekeys(1)
+    copy.rotate_signed_prekey(aik, NOW + 8 * DAY)
+
+    assert device.to_dict() == before
+    assert copy.identity_public() == device.identity_public()
+    assert len(copy.one_time_prekeys) == 2
+    assert copy.base_key_used(1, bytes(range(32)))
+
+
 def test_base_key_record_survives_round_trip() -> None:
     device = DeviceKeys.generate(AccountIdentity.generate(), 0, NOW)
     base_key = bytes(range(32))

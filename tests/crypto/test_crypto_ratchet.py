@@ -57,6 +57,22 @@ def test_ratchet_both_directions_take_dh_steps() -> None:
     assert len(seen_keys) == 6
 
 
+def test_ratchet_copy_is_independent() -> None:
+    alice, bob = _pair()
+    skipped = alice.encrypt(b"skipped", AD)
+    bob.decrypt(alice.encrypt(b"first", AD), AD)
+    assert bob.skipped_key_count == 1
+    before = bob.to_dict()
+    copy = bob.copy()
+
+    assert copy.decrypt(skipped, AD) == b"skipped"
+    assert copy.decrypt(alice.encrypt(b"second", AD), AD) == b"second"
+    copy.encrypt(b"reply", AD)
+
+    assert bob.to_dict() == before
+    assert bob.decrypt(skipped, AD) == b"skipped"
+
+
 def test_ratchet_responder_cannot_send_first() -> None:
     _, bob = _pair()
     assert not bob.can_send

@@ -285,6 +285,22 @@ def test_decrypt_with_wrong_own_aik_fails() -> None:
         )
 
 
+def test_device_session_copy_is_independent() -> None:
+    alice, bob = User.make(), User.make()
+    alice_session = _start(alice, bob)
+    first = encrypt_envelope(alice_session, b"first", AD)
+    second = encrypt_envelope(alice_session, b"second", AD)
+    bob_session = bob.decrypt(None, first, AD).session
+    before = bob_session.to_dict()
+    copy = bob_session.copy()
+
+    assert bob.decrypt(copy, second, AD).plaintext == b"second"
+    encrypt_envelope(copy, b"reply", AD)
+
+    assert bob_session.to_dict() == before
+    assert bob.decrypt(bob_session, second, AD).plaintext == b"second"
+
+
 def test_prekey_message_with_unknown_signed_prekey_rejected() -> None:
     alice, bob = User.make(), User.make()
     decoded = decode_envelope(encrypt_envelope(_start(alice, bob), b"x", AD))

@@ -13,11 +13,11 @@ from dataclasses import replace
 
 import pytest
 
-from enctalk.client import core
+from enctalk.client import core, receiving
 from enctalk.client.core import Client
 from enctalk.client.errors import ClientError
 from enctalk.crypto import session as e2e
-from enctalk.crypto.keys import sign_device_key
+from enctalk.crypto.keys import AccountIdentity, sign_device_key
 from tests.integration.conftest import (
     PASSWORD_ALICE,
     PASSWORD_BOB,
@@ -365,3 +365,173 @@ def test_reopened_client_calls_methods_without_waiting(server, pair, tmp_path):
         received(bob, "from a reopened client", [])
     finally:
         again.close()
+
+
+def forget_pin(client, name):
+    """Delete the AIK that ``client`` pinned for ``name`` from its contact_added
+    push, once that push has been handled."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        with client._lock:
+            if name in client._state["contacts"]:
+                del client._state["contacts"][name]
+                return
+        assert time.monotonic() < deadline, f"{name} was never pinned"
+        time.sleep(0.05)
+
+
+def switch_to_unlisted_aik(client):
+    """Give ``client`` a new AIK that the server does not list for its account,
+    and drop its sessions so that its next message starts a new handshake."""
+    other = AccountIdentity.generate()
+    with client._lock:
+        client._aik = other
+        client._device.resign(other)
+        client._sessions.clear()
+        client._bundles.clear()
+
+
+def test_message_with_unlisted_aik_is_rejected(pair):
+    alice, bob = pair
+    bob_seen = []
+    assert alice.send_text("bob", "before").state == "sent"
+    received(bob, "before", bob_seen)
+    before = bob.safety_number("alice")
+    session_key = f"alice/{alice.device_id}"
+    with bob._lock:
+        session_before = bob._sessions[session_key].to_dict()
+        prekeys_before = bob._device.to_dict()
+
+    switch_to_unlisted_aik(alice)
+    assert alice.send_text("bob", "unlisted key").state == "sent"
+    failed = wait_for_event(
+        bob.events, lambda e: e.name == "decrypt_failed", WAIT, bob_seen
+    )
+
+    assert failed.data["sender"] == "alice"
+    assert not any(e.name == "identity_changed" for e in bob_seen)
+    assert bob.safety_number("alice") == before
+    with bob._lock:
+        assert bob._sessions[session_key].to_dict() == session_before
+        assert bob._device.to_dict() == prekeys_before
+    bodies = [entry.body for entry in bob.history("alice")]
+    assert bodies[0] == "before"
+    assert "identity key is not the one the server lists" in bodies[1]
+    assert "unlisted key" not in bodies
+
+
+def test_first_unlisted_aik_is_not_pinned(pair):
+    alice, bob = pair
+    bob_seen = []
+    assert alice.send_text("bob", "before").state == "sent"
+    received(bob, "before", bob_seen)
+    forget_pin(bob, "alice")
+
+    switch_to_unlisted_aik(alice)
+    assert alice.send_text("bob", "unlisted key").state == "sent"
+    wait_for_event(bob.events, lambda e: e.name == "decrypt_failed", WAIT, bob_seen)
+
+    with bob._lock:
+        assert bob._pinned_identity("alice") is None
+    assert not any(e.name == "identity_changed" for e in bob_seen)
+
+
+def test_identity_lookup_failure_holds_messages(pair, monkeypatch):
+    alice, bob = pair
+    bob_seen = []
+    forget_pin(bob, "alice")
+    original = bob._request
+    lookups = []
+
+    def fail_first_lookup(kind, **fields):
+        if kind == "list_contacts":
+            lookups.append(kind)
+            if len(lookups) == 1:
+                raise ClientError("timeout", "The server did not answer in time.")
+        return original(kind, **fields)
+
+    monkeypatch.setattr(bob, "_request", fail_first_lookup)
+    assert alice.send_text("bob", "first").state == "sent"
+    assert alice.send_text("bob", "second").state == "sent"
+    received(bob, "second", bob_seen)
+
+    bodies = [e.data["body"] for e in bob_seen if e.name == "message_received"]
+    assert bodies == ["first", "second"]
+    assert len(lookups) == 2
+    assert not any(e.name == "decrypt_failed" for e in bob_seen)
+    assert not any(e.name == "identity_changed" for e in bob_seen)
+    with bob._lock:
+        assert bob._pinned_identity("alice") == alice._aik.public_bytes()
+    assert [entry.body for entry in bob.history("alice")] == ["first", "second"]
+
+
+def test_key_change_waits_for_authentic_message(server, pair, tmp_path, monkeypatch):
+    alice, bob = pair
+    before = bob.safety_number("alice")
+    alice.close()
+    code = reset_code(server, "alice")
+    fresh = make_client(tmp_path, server, "alice-new")
+    assert fresh.redeem_reset("alice", code, "marble orchard sunrise") is False
+
+    original = core.e2e.seal_payload
+    tamper = threading.Event()
+
+    def seal_and_maybe_tamper(*args, **kwargs):
+        key_material, sealed = original(*args, **kwargs)
+        if tamper.is_set():
+            sealed = sealed[:-1] + bytes([sealed[-1] ^ 0x01])
+        return key_material, sealed
+
+    monkeypatch.setattr(core.e2e, "seal_payload", seal_and_maybe_tamper)
+    bob_seen = []
+    try:
+        tamper.set()
+        assert fresh.send_text("bob", "tampered payload").state == "sent"
+        tamper.clear()
+        wait_for_event(bob.events, lambda e: e.name == "decrypt_failed", WAIT, bob_seen)
+        assert not any(e.name == "identity_changed" for e in bob_seen)
+        assert bob.safety_number("alice") == before
+
+        assert fresh.send_text("bob", "new key").state == "sent"
+        received(bob, "new key", bob_seen)
+    finally:
+        fresh.close()
+
+    changed = [e for e in bob_seen if e.name == "identity_changed"]
+    assert len(changed) == 1
+    assert bob.safety_number("alice") != before
+
+
+def test_identity_lookup_gives_up_after_retries(pair, monkeypatch):
+    alice, bob = pair
+    bob_seen = []
+    forget_pin(bob, "alice")
+    monkeypatch.setattr(core, "RETRY_DELAY", 0.1)
+    original = bob._request
+    lookups = []
+    failing = threading.Event()
+    failing.set()
+
+    def fail_lookups(kind, **fields):
+        if kind == "list_contacts":
+            lookups.append(kind)
+            if failing.is_set():
+                raise ClientError("internal_error", "The server failed.")
+        return original(kind, **fields)
+
+    monkeypatch.setattr(bob, "_request", fail_lookups)
+    assert alice.send_text("bob", "unchecked").state == "sent"
+    failed = wait_for_event(
+        bob.events, lambda e: e.name == "decrypt_failed", WAIT, bob_seen
+    )
+    failing.clear()
+
+    assert failed.data["sender"] == "alice"
+    assert len(lookups) == receiving.MAX_IDENTITY_LOOKUPS
+    with bob._lock:
+        assert bob._pinned_identity("alice") is None
+    assert alice.send_text("bob", "checked").state == "sent"
+    received(bob, "checked", bob_seen)
+    bodies = [entry.body for entry in bob.history("alice")]
+    assert "could not be checked with the server" in bodies[0]
+    assert bodies[1] == "checked"
