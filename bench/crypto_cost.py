@@ -54,7 +54,9 @@ def measure() -> dict[str, float]:
         encrypt_seconds += time.perf_counter() - started
 
         started = time.perf_counter()
-        result = decrypt_envelope(bob, incoming, envelope, envelope_ad)
+        result = decrypt_envelope(
+            bob, incoming, envelope, envelope_ad, own_aik_public=bob_aik.public_bytes()
+        )
         incoming = result.session
         open_payload(result.plaintext, ciphertext, payload_ad)
         decrypt_seconds += time.perf_counter() - started
