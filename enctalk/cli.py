@@ -19,8 +19,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TextIO
 
+from enctalk.client import attachments, audio
+from enctalk.client.attachments import ATTACHMENT_PROGRESS
 from enctalk.client.core import Client
 from enctalk.client.errors import ClientError
 from enctalk.client.history import HistoryEntry
@@ -227,7 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     send = add("send", "send a text message and wait for the server's ack")
     send.add_argument("user")
     send.add_argument("text")
-    add("listen", "print events as JSON lines until --timeout or Ctrl-C")
+    send_audio = add("send-audio", "send a WAV file as a voice message")
+    send_audio.add_argument("user")
+    send_audio.add_argument("file", type=Path, metavar="FILE.wav")
+    record_audio = add("record-audio", "record a voice message and send it")
+    record_audio.add_argument("user")
+    record_audio.add_argument(
+        "--seconds",
+        type=float,
+        required=True,
+        help=f"seconds to record, at most {audio.DEFAULT_MAX_SECONDS:g}",
+    )
+    listen = add("listen", "print events as JSON lines until --timeout or Ctrl-C")
+    listen.add_argument(
+        "--save-audio",
+        type=Path,
+        metavar="DIR",
+        help="download received voice messages into DIR; the event's 'saved' "
+        "field is the file's path",
+    )
     history = add("history", "print the local conversation with a user")
     history.add_argument("user")
     history.add_argument("--json", action="store_true", help="one JSON object a line")
@@ -457,18 +478,98 @@ class _Runner:
                 event = self.client.events.get(timeout=min(wait, 0.5))
             except queue.Empty:
                 continue
-            self.say(json.dumps(event.to_dict(), ensure_ascii=False, sort_keys=True))
+            data = event.to_dict()
+            if event.name == ATTACHMENT_PROGRESS:
+                continue
+            if self.args.save_audio is not None and data.get("kind") == "audio":
+                data["saved"] = self._save_audio(data["message_id"])
+            self.say(json.dumps(data, ensure_ascii=False, sort_keys=True))
             if event.name == "session_revoked" and self.client.session_error:
                 raise self.client.session_error
+
+    def _save_audio(self, message_id: str) -> str | None:
+        folder: Path = self.args.save_audio
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            saved = attachments.fetch_audio(self.client, message_id, folder)
+        except ClientError as exc:
+            print(f"error: audio not saved: {_error_text(exc)}", file=sys.stderr)
+            return None
+        return str(saved)
+
+    def _progress(self, label: str) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            percent = 100 * done // max(total, 1)
+            print(f"{label} {percent}% ({done}/{total} bytes)", file=sys.stderr)
+
+        return report
+
+    def _send_audio_file(self, path: Path) -> int:
+        result = attachments.send_audio(
+            self.client,
+            self.args.user,
+            path,
+            self.timeout,
+            progress=self._progress("upload"),
+        )
+        if result.state == "sent":
+            self.say(f"Sent voice message (message {result.message_id}).")
+            return EXIT_OK
+        if result.state == "failed":
+            raise _CommandError(f"Not sent: {result.error}", EXIT_ERROR)
+        self.say(
+            f"Uploaded; the message is queued in the outbox "
+            f"(message {result.message_id})."
+        )
+        return EXIT_QUEUED
+
+    def cmd_send_audio(self) -> int:
+        self.online()
+        return self._send_audio_file(self.args.file)
+
+    def cmd_record_audio(self) -> int:
+        seconds = self.args.seconds
+        if not 0 < seconds <= audio.DEFAULT_MAX_SECONDS:
+            raise _CommandError(
+                f"--seconds must be between 0 and {audio.DEFAULT_MAX_SECONDS:g}, "
+                f"not {seconds:g}",
+                EXIT_USAGE,
+            )
+        self.online()
+        path = attachments.audio_dir(self.client) / f"recording-{os.getpid()}.wav"
+
+        def show(recorder: audio.Recorder) -> None:
+            print(
+                f"recording {recorder.elapsed:5.1f} s  level {recorder.level:6.1f} dB"
+                f"  overflows {recorder.overflows}",
+                file=sys.stderr,
+            )
+
+        try:
+            recorder = audio.record(path, seconds, progress=show)
+        except audio.AudioUnavailable as exc:
+            raise _CommandError(str(exc), EXIT_ERROR) from exc
+        if recorder.overflows:
+            print(
+                f"warning: {recorder.overflows} input overflows during recording",
+                file=sys.stderr,
+            )
+        try:
+            return self._send_audio_file(path)
+        finally:
+            path.unlink(missing_ok=True)
 
     def cmd_history(self) -> int:
         self.unlock()
         entries = self.client.history(self.args.user, self.args.limit)
         for entry in entries:
             if self.args.json:
-                self.say(
-                    json.dumps(entry.to_dict(), ensure_ascii=False, sort_keys=True)
-                )
+                data = entry.to_dict()
+                if data.get("attachment") is not None:
+                    data["attachment"] = attachments.public_reference(
+                        data["attachment"]
+                    )
+                self.say(json.dumps(data, ensure_ascii=False, sort_keys=True))
             else:
                 self.say(_format_entry(entry))
         return EXIT_OK
@@ -553,3 +654,4 @@ def main(
     finally:
         if runner is not None:
             runner.client.close()
+            attachments.remove_partial_files(runner.client)

@@ -23,6 +23,8 @@ IDENTITY_INVALID = "identity_invalid"
 PROFILE_INVALID = "profile_invalid"
 UNKNOWN_CONTACT = "unknown_contact"
 INVALID_MESSAGE = "invalid_message"
+ATTACHMENT_INVALID = "attachment_invalid"
+AUDIO_UNAVAILABLE = "audio_unavailable"
 
 
 class ClientError(Exception):

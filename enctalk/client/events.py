@@ -5,7 +5,11 @@ drains it from its main loop (Tk's ``after``) and the CLI prints them.
 Each event has a ``name`` and a dict of JSON-safe ``data``:
 
 - ``message_received``: conversation, sender, sender_device, body,
-  message_id, server_seq, server_time, sent_at (sender's clock, ms).
+  message_id, server_seq, server_time, sent_at (sender's clock, ms),
+  kind (``text`` or ``audio``) and, for audio, attachment (the reference
+  without its key: attachment_id, size, duration, sha256, name).
+- ``attachment_progress``: message_id, direction (``up`` or ``down``),
+  done and total bytes.
 - ``decrypt_failed``: conversation, sender, sender_device, message_id,
   server_seq.
 - ``delivery_updated``: message_id, conversation, state (``sending``,

@@ -61,12 +61,14 @@ FAILED = "failed"
 class HistoryEntry:
     """One line of a conversation, as the front ends show it.
 
-    ``kind`` is ``"text"`` for a message and ``"notice"`` for a line the
-    client wrote itself (a key change, a message that could not be
-    decrypted). ``direction`` is ``"in"`` or ``"out"``; ``sender`` is the
+    ``kind`` is ``"text"`` or ``"audio"`` for a message and ``"notice"``
+    for a line the client wrote itself (a key change, a message that could
+    not be decrypted). ``direction`` is ``"in"`` or ``"out"``; ``sender`` is the
     author's username. Times are milliseconds since the epoch; ``sent_at``
     is the author's clock and ``server_time`` the server's. ``state`` is
     the delivery state of an outgoing message, else ``None``.
+    ``attachment`` is the reference of an audio message, key included
+    (see ``enctalk.client.attachments``), else ``None``.
     """
 
     conversation: str
@@ -79,6 +81,7 @@ class HistoryEntry:
     server_time: int | None
     sent_at: int | None
     state: str | None
+    attachment: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +95,7 @@ class HistoryEntry:
             "server_time": self.server_time,
             "sent_at": self.sent_at,
             "state": self.state,
+            "attachment": self.attachment,
         }
 
 
@@ -107,6 +111,7 @@ def _entry_from_dict(data: dict[str, Any]) -> HistoryEntry:
         server_time=data.get("server_time"),
         sent_at=data.get("sent_at"),
         state=data.get("state"),
+        attachment=data.get("attachment"),
     )
 
 

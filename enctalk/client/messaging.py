@@ -136,13 +136,16 @@ def _send_item(client: Client, item: dict[str, Any]) -> dict[str, Any]:
     device_id = client.profile.device_id
     assert device_id is not None and client._device is not None
     to, message_id = item["to"], item["message_id"]
+    fields = {
+        "kind": "text",
+        "body": item["body"],
+        "sent_at": item["sent_at"],
+        "message_id": message_id,
+    }
+    if item.get("attachment") is not None:
+        fields.update(kind="audio", attachment=item["attachment"])
     payload = json.dumps(
-        {
-            "kind": "text",
-            "body": item["body"],
-            "sent_at": item["sent_at"],
-            "message_id": message_id,
-        },
+        fields,
         ensure_ascii=False,
         separators=(",", ":"),
     ).encode("utf-8")

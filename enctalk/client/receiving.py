@@ -27,6 +27,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from enctalk.client import attachments
 from enctalk.client import errors as codes
 from enctalk.client.errors import ClientError
 from enctalk.client.events import (
@@ -252,7 +253,7 @@ def _accept_message(
     client._require_history().add(
         HistoryEntry(
             conversation=conversation,
-            kind="text",
+            kind=payload["kind"],
             direction="out" if sender == me else "in",
             sender=sender,
             body=payload["body"],
@@ -261,9 +262,11 @@ def _accept_message(
             server_time=fields["server_time"],
             sent_at=payload["sent_at"],
             state=SENT if sender == me else None,
+            attachment=payload.get("attachment"),
         )
     )
     _acknowledge(client, fields["seq"])
+    reference = payload.get("attachment")
     return (
         MESSAGE_RECEIVED,
         {
@@ -275,6 +278,10 @@ def _accept_message(
             "server_seq": fields["server_seq"],
             "server_time": fields["server_time"],
             "sent_at": payload["sent_at"],
+            "kind": payload["kind"],
+            "attachment": None
+            if reference is None
+            else attachments.public_reference(reference),
         },
     )
 
@@ -395,8 +402,10 @@ def _open_message(client: Client, fields: dict[str, Any]) -> _OpenedMessage:
 
 def _parse_payload(plaintext: bytes, message_id: str) -> dict[str, Any]:
     payload = json.loads(plaintext.decode("utf-8"))
-    if not isinstance(payload, dict) or payload.get("kind") != "text":
-        raise ValueError("payload is not a text message")
+    if not isinstance(payload, dict) or payload.get("kind") not in ("text", "audio"):
+        raise ValueError("payload is not a text or audio message")
+    if payload["kind"] == "audio":
+        payload["attachment"] = attachments.check_reference(payload.get("attachment"))
     if payload.get("message_id") != message_id:
         raise ValueError("payload message id differs from the envelope's")
     if not isinstance(payload.get("body"), str):
