@@ -9,13 +9,14 @@ live connections of a disabled or reset user at its next session check
 from __future__ import annotations
 
 import datetime
+import sqlite3
 import sys
 from pathlib import Path
 
 from enctalk.protocol import InvalidUsername, canonical_username
 from server.handlers.accounts import hash_reset_code, make_reset_code
 from server.handlers.base import now_ms
-from server.store import DATABASE_FILE_NAME, Store
+from server.store import DATABASE_FILE_NAME, Store, StoreError
 
 RESET_CODE_HOURS = 24
 
@@ -26,7 +27,12 @@ def _open_store(data_dir: Path) -> Store:
             f"error: no EncTalk database in {data_dir}; start the server once, "
             "or pass the server's --data-dir"
         )
-    return Store.open_in(data_dir)
+    try:
+        return Store.open_in(data_dir)
+    except (StoreError, sqlite3.Error) as exc:
+        raise SystemExit(
+            f"error: cannot open the EncTalk database in {data_dir}: {exc}"
+        ) from exc
 
 
 def _canonical(raw: str) -> str:
@@ -89,16 +95,26 @@ def run_admin(command: str, username: str | None, data_dir: Path) -> int:
     """Run one admin command; return the process exit status."""
     store = _open_store(data_dir)
     try:
-        if command == "list-users":
-            return list_users(store)
-        assert username is not None
-        name = _canonical(username)
-        if command == "reset-password":
-            return reset_password(store, name)
-        if command == "disable":
-            return set_disabled(store, name, True)
-        if command == "enable":
-            return set_disabled(store, name, False)
-        raise SystemExit(f"error: unknown admin command {command!r}")
+        return _run_on_store(store, command, username)
+    except (StoreError, sqlite3.Error) as exc:
+        print(
+            f"error: cannot read the EncTalk database in {data_dir}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         store.close()
+
+
+def _run_on_store(store: Store, command: str, username: str | None) -> int:
+    if command == "list-users":
+        return list_users(store)
+    assert username is not None
+    name = _canonical(username)
+    if command == "reset-password":
+        return reset_password(store, name)
+    if command == "disable":
+        return set_disabled(store, name, True)
+    if command == "enable":
+        return set_disabled(store, name, False)
+    raise SystemExit(f"error: unknown admin command {command!r}")

@@ -66,9 +66,7 @@ class ServerConfig:
     )
     data_dir: Path | None = field(
         default=None,
-        metadata=_help(
-            "directory for the database and certificate (default: platform data dir)"
-        ),
+        metadata=_help("directory for the database and certificate"),
     )
     cert_file: Path | None = field(
         default=None,

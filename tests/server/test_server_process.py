@@ -392,3 +392,35 @@ def test_acknowledged_sends_survive_kill(tmp_path: Path) -> None:
     assert lost_in_flight > 0
     assert len(acknowledged) > 500
     assert [m for m in acknowledged if m not in stored] == []
+
+
+def test_admin_reports_damaged_database_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / DATABASE_FILE_NAME).write_bytes(b"not a database " * 400)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "run_server.py"),
+            "admin",
+            "--data-dir",
+            str(tmp_path),
+            "list-users",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "cannot open the EncTalk database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_process_help_states_data_dir_default_once() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run_server.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    options = result.stdout.split("options:", 1)[1]
+    section = options.split("--data-dir DATA_DIR", 1)[1].split("--cert-file")[0]
+    assert section.count("default") == 1
