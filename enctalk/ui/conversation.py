@@ -52,10 +52,13 @@ class ConversationView(ttk.Frame):
         master: tk.Misc,
         on_top: Callable[[], None],
         on_retry: Callable[[str], None],
+        on_audio: Callable[[HistoryEntry], None] | None = None,
     ) -> None:
         super().__init__(master)
         self.on_top = on_top
         self.on_retry = on_retry
+        self.on_audio = on_audio
+        self.audio_entries: dict[str, HistoryEntry] = {}
         self.me = ""
         self.shown_keys: set[str] = set()
         self.aliases: dict[str, str] = {}
@@ -99,6 +102,10 @@ class ConversationView(ttk.Frame):
             spacing1=4,
             spacing3=6,
         )
+        text.tag_configure("audio", foreground=theme.ACCENT, underline=True)
+        text.tag_bind("audio", "<Button-1>", self._clicked_audio)
+        text.tag_bind("audio", "<Enter>", lambda _e: text.configure(cursor="hand2"))
+        text.tag_bind("audio", "<Leave>", lambda _e: text.configure(cursor="arrow"))
         text.tag_bind("retry", "<Button-1>", self._clicked_retry)
         text.tag_bind("retry", "<Enter>", lambda _e: text.configure(cursor="hand2"))
         text.tag_bind("retry", "<Leave>", lambda _e: text.configure(cursor="arrow"))
@@ -129,6 +136,13 @@ class ConversationView(ttk.Frame):
         if own:
             segments.extend(self._state_segments(key, state or entry.state))
         segments.append(("\n", (tag,)))
+        if entry.kind == "audio" and entry.message_id is not None:
+            self.audio_entries[entry.message_id] = entry
+            segments.append((display_text(entry.body) + "  ", ("body", tag)))
+            link = f"audio:{entry.message_id}"
+            segments.append(("▶ Open", ("body", "audio", link, tag)))
+            segments.append(("\n", ("body", tag)))
+            return segments
         segments.append((display_text(entry.body) + "\n", ("body", tag)))
         return segments
 
@@ -158,6 +172,7 @@ class ConversationView(ttk.Frame):
         self.shown_keys.clear()
         self.aliases.clear()
         self.failed.clear()
+        self.audio_entries.clear()
         self.oldest_seq = None
 
     def _remember(self, entry: HistoryEntry, key: str) -> None:
@@ -255,6 +270,14 @@ class ConversationView(ttk.Frame):
                 key = tag.removeprefix("retry:")
                 reverse = {local: mid for mid, local in self.aliases.items()}
                 self.on_retry(reverse.get(key, key))
+                return
+
+    def _clicked_audio(self, event: tk.Event[tk.Text]) -> None:
+        index = self.text.index(f"@{event.x},{event.y}")
+        for tag in self.text.tag_names(index):
+            entry = self.audio_entries.get(tag.removeprefix("audio:"))
+            if tag.startswith("audio:") and entry is not None and self.on_audio:
+                self.on_audio(entry)
                 return
 
     def text_content(self) -> str:

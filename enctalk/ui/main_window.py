@@ -17,9 +17,11 @@ from collections.abc import Callable
 from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
+from enctalk.client.attachments import ATTACHMENT_PROGRESS
 from enctalk.client.core import Contact
 from enctalk.client.history import HistoryEntry
 from enctalk.ui import theme, viewmodel
+from enctalk.ui.audio_panel import AudioControls
 from enctalk.ui.conversation import ConversationView, entry_key
 from enctalk.ui.formatting import (
     connection_status,
@@ -28,6 +30,7 @@ from enctalk.ui.formatting import (
     join_surrogates,
 )
 from enctalk.ui.viewmodel import ChatModel, Effect, entry_time
+from enctalk.ui.worker import Worker
 
 if TYPE_CHECKING:
     from enctalk.ui.app import App
@@ -99,6 +102,22 @@ class MainWindow(ttk.Frame):
             accelerator="Ctrl+L",
             command=self.focus_input,
         )
+        conversation.add_separator()
+        conversation.add_command(
+            label="Record or send voice message",
+            accelerator="Ctrl+M",
+            command=self.toggle_recording,
+        )
+        conversation.add_command(
+            label="Cancel recording",
+            accelerator="Ctrl+Shift+M",
+            command=lambda: self.audio.record_bar.cancel(),
+        )
+        conversation.add_command(
+            label="Play or pause newest voice message",
+            accelerator="Ctrl+P",
+            command=self.play_latest,
+        )
         menu.add_cascade(label="Conversation", menu=conversation, underline=0)
 
         top.configure(menu=menu)
@@ -151,7 +170,7 @@ class MainWindow(ttk.Frame):
         self.warning_label.grid_remove()
 
         self.conversation = ConversationView(
-            right, on_top=self.load_older, on_retry=self.retry
+            right, on_top=self.load_older, on_retry=self.retry, on_audio=self.open_audio
         )
         self.conversation.grid(row=2, column=0, sticky="nsew", pady=(4, 4))
 
@@ -169,6 +188,7 @@ class MainWindow(ttk.Frame):
             text="Enter sends, Shift+Enter starts a new line.",
             style="Muted.TLabel",
         ).grid(row=1, column=0, sticky="w")
+        self._build_audio(right)
         panes.add(right, weight=3)
 
         ttk.Separator(self).grid(row=1, column=0, sticky="ew")
@@ -176,6 +196,60 @@ class MainWindow(ttk.Frame):
             row=2, column=0, sticky="ew"
         )
         self._set_compose_enabled(False)
+
+    def _build_audio(self, parent: ttk.Frame) -> None:
+        self.transfers = Worker(self.app.outcomes, "enctalk-ui-transfers")
+        self.audio = AudioControls(
+            parent,
+            self.transfers,
+            self.app.client,
+            peer=lambda: self.model.current,
+            on_error=self._show_error,
+            on_sent=self._reload_conversation,
+        )
+        self.audio.player_bar.grid(row=4, column=0, sticky="ew", pady=(6, 0))
+        self.audio.record_bar.grid(row=5, column=0, sticky="ew", pady=(6, 0))
+
+    def _reload_conversation(self) -> None:
+        if self.model.current is not None:
+            self.select(self.model.current)
+
+    def open_audio(self, entry: HistoryEntry) -> None:
+        """Select an audio entry in the player bar and fetch its file."""
+        if entry.message_id is None:
+            return
+        duration = float((entry.attachment or {}).get("duration", 0.0))
+        title = f"{display_text(entry.sender)}: {display_text(entry.body)}"
+        self.audio.player_bar.select(entry.message_id, title, duration)
+
+    def toggle_recording(self) -> None:
+        """Start recording, or stop and send the recording in progress."""
+        if self.model.current is None:
+            return
+        bar = self.audio.record_bar
+        if bar.recorder is None:
+            bar.start()
+        else:
+            bar.finish()
+
+    def play_latest(self) -> None:
+        """Play (or pause) the newest voice message of the conversation."""
+        bar = self.audio.player_bar
+        if bar.player is not None and bar.player.playing:
+            if bar.player.paused:
+                bar.play()
+            else:
+                bar.pause()
+            return
+        entries = list(self.conversation.audio_entries.values())
+        if entries:
+            bar.autoplay = True
+            self.open_audio(entries[-1])
+
+    def destroy(self) -> None:
+        self.transfers.stop()
+        self.audio.close()
+        super().destroy()
 
     def _bind_keys(self) -> None:
         top = self.winfo_toplevel()
@@ -186,6 +260,9 @@ class MainWindow(ttk.Frame):
             "<Control-r>": self.retry_all,
             "<Control-k>": self.focus_contacts,
             "<Control-l>": self.focus_input,
+            "<Control-m>": self.toggle_recording,
+            "<Control-M>": lambda: self.audio.record_bar.cancel(),
+            "<Control-p>": self.play_latest,
         }
         for sequence, action in bindings.items():
             top.bind(sequence, self._key(action))
@@ -408,6 +485,9 @@ class MainWindow(ttk.Frame):
         contacts_changed = False
         ring = False
         for event in events:
+            if event.name == ATTACHMENT_PROGRESS:
+                self.audio.progress(event.data)
+                continue
             for effect in self.model.apply(event):
                 if effect.kind == viewmodel.CONTACTS:
                     contacts_changed = True

@@ -127,7 +127,7 @@ class ChatModel:
         mine = sender == self.me
         return HistoryEntry(
             conversation=str(data["conversation"]),
-            kind="text",
+            kind=str(data.get("kind") or "text"),
             direction="out" if mine else "in",
             sender=sender,
             body=str(data["body"]),
@@ -137,6 +137,7 @@ class ChatModel:
             sent_at=data.get("sent_at"),
             # A copy of a message sent from another of my devices.
             state="sent" if mine else None,
+            attachment=data.get("attachment"),
         )
 
     def apply(self, event: Event) -> list[Effect]:

@@ -7,8 +7,10 @@ is shown, unread counts in the title.
 
 from __future__ import annotations
 
+import tempfile
 import time
 import tkinter as tk
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +30,7 @@ class FakeProfile:
     def __init__(self):
         self.server = ("127.0.0.1", 5443)
         self.known_servers = {}
+        self.directory = Path(tempfile.mkdtemp(prefix="enctalk-fake-profile-"))
 
 
 class FakeClient:
