@@ -181,6 +181,9 @@ class Client:
         # looked up, or None; see enctalk.client.receiving.
         self._held_pushes: list[tuple[str, dict[str, Any]]] | None = None
         self._identity_lookups = 0
+        # Queue seqs stored locally but not acknowledged yet, because an
+        # older seq is still missing; see receiving._acknowledge.
+        self._stored_ahead: set[int] = set()
 
         self._connection: Connection | None = None
         self._authenticated = threading.Event()
@@ -850,6 +853,9 @@ class Client:
         self._sessions.clear()
         self._bundles.clear()
         self._state["devices"] = {}
+        # A new device has a new queue, whose seqs start again at 1.
+        self._state["last_seq"] = 0
+        self._stored_ahead.clear()
         self.profile.device_id = reply["device_id"]
         self.profile.save()
         self._save()

@@ -166,12 +166,28 @@ def _hold(client: Client, kind: str, fields: dict[str, Any]) -> bool:
 
 
 def _acknowledge(client: Client, seq: int) -> None:
+    """Record that queue item ``seq`` is stored, and acknowledge what has no gap.
+
+    ``ack`` is cumulative, and every queue item of a device takes the next
+    ``seq``. An item stored ahead of a missing one therefore waits in
+    ``client._stored_ahead`` until the missing item arrives, for example
+    from the ``sync`` after a reconnect, because acknowledging past the
+    gap would make the server delete the missing item.
+    """
     state = client._require_state()
-    if seq > state["last_seq"]:
-        state["last_seq"] = seq
+    last = int(state["last_seq"])
+    if seq > last:
+        client._stored_ahead.add(seq)
+    while last + 1 in client._stored_ahead:
+        last += 1
+        client._stored_ahead.discard(last)
+    if last == state["last_seq"] and seq > last:
+        logger.info("queue item %d stored ahead of item %d; ack held", seq, last + 1)
+        return
+    state["last_seq"] = last
     client._save()
     if client._connection is not None:
-        client._connection.send_nowait("ack", upto=seq)
+        client._connection.send_nowait("ack", upto=last)
 
 
 def _receive_receipt(client: Client, fields: dict[str, Any]) -> None:
