@@ -15,10 +15,9 @@ bcrypt never runs inside a transaction, so the write lock is held only
 for the SQL itself.
 
 Group commit: :meth:`Store.batch` opens one transaction for many
-requests, and :meth:`Store.savepoint` isolates each request inside it.
-While a batch is open on a thread, :meth:`Store.transaction` on that
-thread joins the batch instead of starting its own, so the same store
-methods serve both paths.
+requests. While a batch is open on a thread, :meth:`Store.transaction` on
+that thread joins the batch instead of starting its own, so the same
+store methods serve both paths.
 
 Durability: ``synchronous=FULL`` makes every commit durable at once, and
 handlers reply to a ``send`` only after its commit returns, so an
@@ -37,12 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from server.lookup_cache import LookupCache
+
 SCHEMA_VERSION = 2
 DATABASE_FILE_NAME = "enctalk.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 # The server stores at most this many one-time prekeys per device. Extra
 # uploaded keys are dropped, and the upload reply returns the stored count.
 MAX_HELD_PREKEYS = 1000
+# UPDATE ... RETURNING needs SQLite 3.35, newer than some Python 3.10
+# builds ship, so older versions read the updated value back instead.
+HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+# Values bound in one statement at most; SQLite before 3.32 allows 999.
+MAX_BOUND_VALUES = 500
 
 _SCHEMA = """
 CREATE TABLE users (
@@ -326,7 +332,7 @@ class Store:
         """Run a write transaction: ``BEGIN IMMEDIATE``, then commit or roll back.
 
         Inside a :meth:`batch` on this thread, join the batch's transaction
-        instead. An exception then propagates to the enclosing savepoint.
+        instead, and leave an exception to the batch's owner.
         """
         db = self.db
         if getattr(self._local, "in_batch", False):
@@ -355,44 +361,80 @@ class Store:
     def batch(self) -> Iterator[sqlite3.Connection]:
         """Run one write transaction for many requests, committed once at the end.
 
-        Any exception rolls the whole batch back. Use :meth:`savepoint`
-        around each request so that one failure undoes only its own writes.
+        Any exception rolls the whole batch back. Inside the batch, queue
+        sequence numbers are counted in memory and written to ``devices``
+        once, just before the commit.
         """
         db = self.db
         with self.write_lock:
             db.execute("BEGIN IMMEDIATE")
             self._local.in_batch = True
+            cache = self._lookup_cache()
+            cache.validate(db.execute("PRAGMA data_version").fetchone()[0])
             try:
                 yield db
+                self._write_seqs(db, cache)
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
+                cache.clear()
                 raise
             else:
                 self._commit(db)
             finally:
                 self._local.in_batch = False
 
-    @contextmanager
-    def savepoint(self) -> Iterator[sqlite3.Connection]:
-        """Undo only the writes of the enclosed block if it raises.
+    def changes(self) -> int:
+        """Return a count that grows with every write of this thread's connection.
 
-        Raises :class:`TransactionLost` in place of the block's exception
-        when SQLite has already rolled back the whole transaction.
+        Within a batch it also counts reserved queue sequence numbers, which
+        are written only at the end, so a caller can tell whether a failed
+        request changed anything.
         """
-        db = self.db
-        db.execute("SAVEPOINT request")
-        try:
-            yield db
-        except BaseException as exc:
-            if not db.in_transaction:
-                raise TransactionLost(str(exc)) from exc
-            db.execute("ROLLBACK TO request")
-            db.execute("RELEASE request")
-            raise
-        if not db.in_transaction:
-            raise TransactionLost("the transaction ended inside a savepoint")
-        db.execute("RELEASE request")
+        reserved = 0
+        cache: LookupCache | None = getattr(self._local, "lookups", None)
+        if cache is not None:
+            reserved = cache.reservations
+        return self.db.total_changes + reserved
+
+    @staticmethod
+    def _write_seqs(db: sqlite3.Connection, cache: LookupCache) -> None:
+        dirty = sorted(cache.dirty_seqs)
+        # Two bound values per device in the CASE and one in the IN list.
+        step = MAX_BOUND_VALUES // 3
+        for start in range(0, len(dirty), step):
+            chunk = dirty[start : start + step]
+            cases = " ".join("WHEN ? THEN ?" for _ in chunk)
+            marks = ",".join("?" * len(chunk))
+            values: list[int] = []
+            for device_id in chunk:
+                values += [device_id, cache.seqs[device_id]]
+            # Only "?" placeholders are interpolated.
+            query = (
+                f"UPDATE devices SET queue_seq = CASE id {cases} END"  # noqa: S608
+                f" WHERE id IN ({marks})"
+            )
+            db.execute(query, [*values, *chunk])
+        cache.dirty_seqs.clear()
+
+    def _lookup_cache(self) -> LookupCache:
+        cache: LookupCache | None = getattr(self._local, "lookups", None)
+        if cache is None:
+            cache = LookupCache()
+            self._local.lookups = cache
+        return cache
+
+    def _batch_lookups(self) -> LookupCache | None:
+        """Return this thread's lookup cache while it runs a batch, else None."""
+        if getattr(self._local, "in_batch", False):
+            return self._lookup_cache()
+        return None
+
+    def _forget_lookups(self) -> None:
+        """Drop this thread's cached lookups; call when changing what they cache."""
+        cache: LookupCache | None = getattr(self._local, "lookups", None)
+        if cache is not None:
+            cache.clear()
 
     def _migrate(self) -> None:
         with self.transaction() as db:
@@ -413,11 +455,18 @@ class Store:
     # Users
 
     def user_by_name(self, username: str) -> User | None:
+        cache = self._batch_lookups()
+        if cache is not None and username in cache.users:
+            cached: User | None = cache.users[username]
+            return cached
         row = self.db.execute(
             f"SELECT {_USER_COLUMNS} FROM users WHERE username = ?",  # noqa: S608
             (username,),
         ).fetchone()
-        return _user(row)
+        user = _user(row)
+        if cache is not None:
+            cache.users[username] = user
+        return user
 
     def user_by_id(self, user_id: int) -> User | None:
         row = self.db.execute(
@@ -452,6 +501,7 @@ class Store:
         now: int,
     ) -> int:
         """Insert a user and its first session; raise :class:`UsernameTaken`."""
+        self._forget_lookups()
         with self.transaction() as db:
             try:
                 cursor = db.execute(
@@ -476,6 +526,7 @@ class Store:
         now: int,
     ) -> None:
         """Replace the auth hash and backup; revoke all sessions but a new one."""
+        self._forget_lookups()
         with self.transaction() as db:
             db.execute(
                 "UPDATE users SET auth_hash = ?, backup = ?, backup_stale = 0"
@@ -494,6 +545,7 @@ class Store:
 
     def set_disabled(self, username: str, disabled: bool) -> bool:
         """Set the disabled flag; return False if there is no such user."""
+        self._forget_lookups()
         with self.transaction() as db:
             cursor = db.execute(
                 "UPDATE users SET disabled = ? WHERE username = ?",
@@ -506,6 +558,7 @@ class Store:
 
         Returns False if there is no such user.
         """
+        self._forget_lookups()
         with self.transaction() as db:
             row = db.execute(
                 "SELECT id FROM users WHERE username = ?", (username,)
@@ -550,6 +603,7 @@ class Store:
         Returns ``(redeemed, removed_device_ids)``; devices are removed when
         the identity key changes, because the old key signed them.
         """
+        self._forget_lookups()
         with self.transaction() as db:
             row = db.execute(
                 "SELECT code_hash, expires FROM reset_codes WHERE user_id = ?",
@@ -632,6 +686,7 @@ class Store:
     def create_session(
         self, token_hash: bytes, user_id: int, device_id: int | None, now: int
     ) -> None:
+        self._forget_lookups()
         with self.transaction() as db:
             self._insert_session(db, token_hash, user_id, device_id, now)
             if device_id is not None:
@@ -652,6 +707,7 @@ class Store:
 
     def use_session(self, token_hash: bytes, device_id: int | None, now: int) -> None:
         """Bind a session to ``device_id`` and mark session and device as used."""
+        self._forget_lookups()
         with self.transaction() as db:
             db.execute(
                 "UPDATE sessions SET device_id = ?, last_used = ? WHERE token_hash = ?",
@@ -699,6 +755,7 @@ class Store:
         db.execute("UPDATE devices SET last_seen = ? WHERE id = ?", (now, device_id))
 
     def touch_device(self, device_id: int, now: int) -> None:
+        self._forget_lookups()
         with self.transaction() as db:
             self._touch_device(db, device_id, now)
 
@@ -721,6 +778,7 @@ class Store:
         now: int,
     ) -> int:
         """Insert a device with its prekeys and bind the session to it."""
+        self._forget_lookups()
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO devices (user_id, name, identity_key, signature,"
@@ -829,12 +887,24 @@ class Store:
 
     def active_devices(self, user_id: int, active_since: int) -> list[int]:
         """Return the ids of the user's devices that are neither removed nor stale."""
-        rows = self.db.execute(
-            "SELECT id FROM devices WHERE user_id = ? AND removed = 0"
-            " AND last_seen >= ? ORDER BY id",
-            (user_id, active_since),
-        ).fetchall()
-        return [row[0] for row in rows]
+        cache = self._batch_lookups()
+        if cache is None:
+            rows = self.db.execute(
+                "SELECT id FROM devices WHERE user_id = ? AND removed = 0"
+                " AND last_seen >= ? ORDER BY id",
+                (user_id, active_since),
+            ).fetchall()
+            return [row[0] for row in rows]
+        devices = cache.devices.get(user_id)
+        if devices is None:
+            rows = self.db.execute(
+                "SELECT id, last_seen FROM devices WHERE user_id = ? AND removed = 0"
+                " ORDER BY id",
+                (user_id,),
+            ).fetchall()
+            devices = [(row[0], row[1]) for row in rows]
+            cache.devices[user_id] = devices
+        return [device for device, last_seen in devices if last_seen >= active_since]
 
     def _remove_device(self, db: sqlite3.Connection, device_id: int) -> None:
         db.execute("UPDATE devices SET removed = 1 WHERE id = ?", (device_id,))
@@ -850,6 +920,7 @@ class Store:
 
     def remove_device(self, user_id: int, device_id: int) -> bool:
         """Remove one of the user's devices; return False if it is not theirs."""
+        self._forget_lookups()
         with self.transaction() as db:
             row = db.execute(
                 "SELECT 1 FROM devices WHERE id = ? AND user_id = ? AND removed = 0",
@@ -864,6 +935,7 @@ class Store:
 
     def add_contact(self, user_id: int, contact_id: int, now: int) -> bool:
         """Make two users mutual contacts; return False if they were already."""
+        self._forget_lookups()
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO contacts (user_id, contact_id, created)"
@@ -888,10 +960,15 @@ class Store:
         return [(row[0], row[1], bytes(row[2])) for row in rows]
 
     def is_contact(self, user_id: int, contact_id: int) -> bool:
+        cache = self._batch_lookups()
+        if cache is not None and (user_id, contact_id) in cache.contacts:
+            return cache.contacts[(user_id, contact_id)]
         row = self.db.execute(
             "SELECT 1 FROM contacts WHERE user_id = ? AND contact_id = ?",
             (user_id, contact_id),
         ).fetchone()
+        if cache is not None:
+            cache.contacts[(user_id, contact_id)] = row is not None
         return row is not None
 
     # Messages and queues
@@ -941,27 +1018,75 @@ class Store:
             server_seq = cursor.lastrowid
             assert server_seq is not None
             queued = []
+            rows = []
             for device_id, envelope in envelopes:
-                seq = self._next_seq(db, device_id)
-                db.execute(
-                    "INSERT INTO queue (device_id, seq, kind, server_seq, envelope)"
-                    " VALUES (?, ?, 'message', ?, ?)",
-                    (device_id, seq, server_seq, envelope),
-                )
+                seq = self._take_seqs(db, device_id, 1)
+                rows.append((device_id, seq, "message", server_seq, envelope))
                 queued.append((device_id, seq))
+            self._insert_rows(
+                db, "queue (device_id, seq, kind, server_seq, envelope)", rows
+            )
         return server_seq, queued
 
+    def _take_seqs(self, db: sqlite3.Connection, device_id: int, count: int) -> int:
+        """Reserve ``count`` queue sequence numbers of a device; return the first.
+
+        Within a batch the counter lives in memory until the batch commits,
+        which saves a statement per queue row. Only the commit writer assigns
+        sequence numbers, so no other connection moves the stored counter.
+        """
+        cache = self._batch_lookups()
+        if cache is not None:
+            last = cache.seqs.get(device_id)
+            if last is None:
+                row = db.execute(
+                    "SELECT queue_seq FROM devices WHERE id = ?", (device_id,)
+                ).fetchone()
+                if row is None:
+                    raise LookupError(f"device {device_id} does not exist")
+                last = int(row[0])
+            cache.seqs[device_id] = last + count
+            cache.dirty_seqs.add(device_id)
+            cache.reservations += count
+            return last + 1
+        if HAS_RETURNING:
+            rows = db.execute(
+                "UPDATE devices SET queue_seq = queue_seq + ? WHERE id = ?"
+                " RETURNING queue_seq",
+                (count, device_id),
+            ).fetchall()
+        else:
+            db.execute(
+                "UPDATE devices SET queue_seq = queue_seq + ? WHERE id = ?",
+                (count, device_id),
+            )
+            rows = db.execute(
+                "SELECT queue_seq FROM devices WHERE id = ?", (device_id,)
+            ).fetchall()
+        return int(rows[0][0]) - count + 1
+
     @staticmethod
-    def _next_seq(db: sqlite3.Connection, device_id: int) -> int:
-        # No RETURNING clause: it needs SQLite 3.35, newer than some
-        # Python 3.10 builds ship.
-        db.execute(
-            "UPDATE devices SET queue_seq = queue_seq + 1 WHERE id = ?", (device_id,)
-        )
-        row = db.execute(
-            "SELECT queue_seq FROM devices WHERE id = ?", (device_id,)
-        ).fetchone()
-        return int(row[0])
+    def _insert_rows(
+        db: sqlite3.Connection, table: str, rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Insert ``rows`` into ``table (columns)`` with as few statements as fit.
+
+        A multi-row ``VALUES`` list steps once where ``executemany`` steps
+        once per row, and every step releases and retakes the GIL.
+        """
+        if not rows:
+            return
+        width = len(rows[0])
+        per_statement = max(1, MAX_BOUND_VALUES // width)
+        row_marks = "(" + ",".join("?" * width) + ")"
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            values = [value for row in chunk for value in row]
+            # Only the constant table text and "?" placeholders are interpolated.
+            query = f"INSERT INTO {table} VALUES " + ",".join(  # noqa: S608
+                [row_marks] * len(chunk)
+            )
+            db.execute(query, values)
 
     def queue_items(self, device_id: int, after: int, limit: int) -> list[QueueItem]:
         rows = self.db.execute(
@@ -998,7 +1123,7 @@ class Store:
         on every active device of its sender. Returns those rows as
         ``(device_id, seq, message_id)``.
         """
-        receipts = []
+        receipts: list[tuple[int, int, str]] = []
         with self.transaction() as db:
             rows = db.execute(
                 "SELECT q.server_seq, m.sender_user, m.message_id FROM queue q"
@@ -1010,22 +1135,27 @@ class Store:
             db.execute(
                 "DELETE FROM queue WHERE device_id = ? AND seq <= ?", (device_id, upto)
             )
+            by_sender: dict[int, list[tuple[int, str]]] = {}
             for server_seq, sender_user, message_id in rows:
-                if sender_user == reader_user:
-                    continue
-                for target in db.execute(
-                    "SELECT id FROM devices WHERE user_id = ? AND removed = 0"
-                    " AND last_seen >= ?",
-                    (sender_user, active_since),
-                ).fetchall():
-                    seq = self._next_seq(db, target[0])
-                    db.execute(
-                        "INSERT INTO queue (device_id, seq, kind, server_seq,"
-                        " receipt_user, receipt_device)"
-                        " VALUES (?, ?, 'receipt', ?, ?, ?)",
-                        (target[0], seq, server_seq, reader, device_id),
-                    )
-                    receipts.append((target[0], seq, message_id))
+                if sender_user != reader_user:
+                    acked = by_sender.setdefault(sender_user, [])
+                    acked.append((server_seq, message_id))
+            inserts = []
+            for sender_user, acked in by_sender.items():
+                for target in self.active_devices(sender_user, active_since):
+                    first = self._take_seqs(db, target, len(acked))
+                    for offset, (server_seq, message_id) in enumerate(acked):
+                        seq = first + offset
+                        inserts.append(
+                            (target, seq, "receipt", server_seq, reader, device_id)
+                        )
+                        receipts.append((target, seq, message_id))
+            self._insert_rows(
+                db,
+                "queue (device_id, seq, kind, server_seq, receipt_user,"
+                " receipt_device)",
+                inserts,
+            )
             self._drop_unreferenced_payloads(db, [row[0] for row in rows])
         return receipts
 
@@ -1037,10 +1167,16 @@ class Store:
         # receipts can name it; only the ciphertext goes.
         # NOTE: message rows without payload are kept forever (about 100
         # bytes each); nothing prunes them yet.
-        for server_seq in set(server_seqs):
-            db.execute(
-                "UPDATE messages SET payload = NULL WHERE server_seq = ?"
-                " AND payload IS NOT NULL AND NOT EXISTS (SELECT 1 FROM queue"
-                " WHERE server_seq = ? AND kind = 'message')",
-                (server_seq, server_seq),
+        unique = sorted(set(server_seqs))
+        for start in range(0, len(unique), MAX_BOUND_VALUES):
+            chunk = unique[start : start + MAX_BOUND_VALUES]
+            marks = ",".join("?" * len(chunk))
+            # Only "?" placeholders are interpolated.
+            query = (
+                "UPDATE messages SET payload = NULL"  # noqa: S608
+                f" WHERE server_seq IN ({marks}) AND payload IS NOT NULL"
+                " AND NOT EXISTS (SELECT 1 FROM queue"
+                " WHERE queue.server_seq = messages.server_seq"
+                " AND queue.kind = 'message')"
             )
+            db.execute(query, chunk)

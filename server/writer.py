@@ -2,10 +2,10 @@
 
 The event loop hands these requests to :class:`CommitWriter`. Its thread
 takes every request waiting in its queue (up to :data:`MAX_BATCH`), runs
-their handlers inside one SQLite transaction, each under its own
-savepoint, and commits once. It posts the outcomes to the loop only after
-the commit has returned, so no acknowledgement or push leaves before the
-data it reports is durable, and one fsync covers the whole batch. A batch
+their handlers inside one SQLite transaction, and commits once. It posts
+the outcomes to the loop only after the commit has returned, so no
+acknowledgement or push leaves before the data it reports is durable, and
+one fsync covers the whole batch. A batch
 forms while the previous one commits, so a lightly loaded server commits
 each request at once instead of waiting for more to arrive.
 
@@ -15,12 +15,16 @@ order, and the outcomes are posted in that order too. A resend within the
 same batch finds the first copy through the open transaction and gets
 the duplicate reply.
 
-Failures: a request whose handler raises is rolled back to its savepoint
-and gets its error reply, and the other requests of the batch commit. If
-SQLite ends the whole transaction (a full disk, an I/O error) or the
-commit fails, every request of the batch gets ``internal_error`` and none
-is acknowledged. Clients then resend, which deduplication by message id
-makes safe.
+Failures: a request whose handler raises before writing anything just
+gets its error reply. One that raises after writing is undone by rolling
+back the whole batch and running the other requests again without it, so
+the others commit and only the failed one gets its error. That is rarer
+and dearer than a savepoint per request, but saves two statements on
+every request, and each statement hands the GIL to the event loop and
+back. If SQLite ends the whole transaction (a full disk, an I/O error)
+or the commit fails, every request of the batch gets ``internal_error``
+and none is acknowledged. Clients then resend, which deduplication by
+message id makes safe.
 
 bcrypt never runs here: only the request types in :data:`BATCHED_REQUESTS`
 come to this thread, and none of them hashes a password.
@@ -128,28 +132,55 @@ class CommitWriter:
         The outcomes are in the order of ``requests``. When the batch cannot
         be committed, every outcome is ``internal_error``.
         """
-        store = self.services.store
+        failed: dict[int, Outcome] = {}
+        while True:
+            try:
+                outcomes = self._attempt(requests, failed)
+            except _RequestFailed as exc:
+                # Its writes went with the rollback. Run the others again.
+                failed[exc.index] = exc.outcome
+                continue
+            except (sqlite3.Error, TransactionLost) as exc:
+                logger.error(
+                    "commit of a batch of %d requests failed, none acknowledged: %s",
+                    len(requests),
+                    exc,
+                )
+                return [internal_error_outcome(request) for request in requests]
+            self.batches_committed += 1
+            self.requests_committed += len(requests)
+            return outcomes
+
+    def _attempt(
+        self, requests: list[Request], failed: dict[int, Outcome]
+    ) -> list[Outcome]:
         outcomes = []
-        try:
-            with store.batch():
-                for request in requests:
-                    outcomes.append(self._run_request(request))
-        except (sqlite3.Error, TransactionLost) as exc:
-            logger.error(
-                "commit of a batch of %d requests failed, none acknowledged: %s",
-                len(requests),
-                exc,
-            )
-            return [internal_error_outcome(request) for request in requests]
-        self.batches_committed += 1
-        self.requests_committed += len(requests)
+        with self.services.store.batch():
+            for index, request in enumerate(requests):
+                if index in failed:
+                    outcomes.append(failed[index])
+                else:
+                    outcomes.append(self._run_request(index, request))
         return outcomes
 
-    def _run_request(self, request: Request) -> Outcome:
+    def _run_request(self, index: int, request: Request) -> Outcome:
+        store = self.services.store
+        before = store.changes()
         try:
-            with self.services.store.savepoint():
-                return run_handler(self.services, request)
-        except TransactionLost:
-            raise
+            return run_handler(self.services, request)
         except Exception as exc:
-            return failure_outcome(request, exc)
+            outcome = failure_outcome(request, exc)
+            if not store.db.in_transaction:
+                raise TransactionLost(str(exc)) from exc
+            if store.changes() != before:
+                raise _RequestFailed(index, outcome) from exc
+            return outcome
+
+
+class _RequestFailed(Exception):
+    """A request raised after writing; the batch must roll back without it."""
+
+    def __init__(self, index: int, outcome: Outcome) -> None:
+        super().__init__(index)
+        self.index = index
+        self.outcome = outcome

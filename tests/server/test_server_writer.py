@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -198,6 +199,8 @@ def test_failing_request_rolls_back_alone(
     # The failed request's queue row and seq were rolled back with it.
     assert _rows(store, "SELECT seq FROM queue ORDER BY seq") == [(1,), (2,)]
     assert [outcomes[2].queue_pushes[0][1]] == [2]
+    assert store.last_seq(bob.device_id) == 2
+    assert writer.batches_committed == 1
 
 
 def test_lost_transaction_acknowledges_nothing(
@@ -232,6 +235,7 @@ def test_lost_transaction_acknowledges_nothing(
     retried = writer.commit_batch([_send(alice, bob)])
     assert retried[0].reply is not None
     assert retried[0].reply["type"] == "ok"
+    assert retried[0].queue_pushes[0][1] == 1
 
 
 def test_failed_commit_acknowledges_nothing(
@@ -320,3 +324,72 @@ def test_writer_thread_posts_in_submission_order(
     assert seqs == list(range(1, 21))
     assert writer.requests_committed == 20
     assert writer.batches_committed < 20
+
+
+def test_batch_sees_device_added_by_other_thread(
+    writer: CommitWriter, store: Store, pair: tuple[Account, Account]
+) -> None:
+    alice, bob = pair
+    assert writer.commit_batch([_send(alice, bob)])[0].reply["type"] == "ok"
+
+    def add_device() -> None:
+        store.create_device(
+            bob.session.user_id,
+            "laptop",
+            random_key(),
+            b"s" * 64,
+            (1, random_key(), b"s" * 64),
+            [],
+            random_key(),
+            now_ms(),
+        )
+
+    worker = threading.Thread(target=add_device)
+    worker.start()
+    worker.join()
+
+    reply = writer.commit_batch([_send(alice, bob)])[0].reply
+    assert reply is not None
+    assert reply["code"] == "device_list_mismatch"
+    assert [item["username"] for item in reply["details"]["missing"]] == ["bob"]
+
+
+def test_batch_sees_device_made_stale_elsewhere(
+    writer: CommitWriter, store: Store, pair: tuple[Account, Account]
+) -> None:
+    alice, bob = pair
+    assert writer.commit_batch([_send(alice, bob)])[0].reply["type"] == "ok"
+
+    database = sqlite3.connect(store.path)
+    try:
+        database.execute(
+            "UPDATE devices SET last_seen = 0 WHERE id = ?", (bob.device_id,)
+        )
+        database.commit()
+    finally:
+        database.close()
+
+    reply = writer.commit_batch([_send(alice, bob)])[0].reply
+    assert reply is not None
+    assert reply["code"] == "device_list_mismatch"
+    assert reply["details"]["extra"] == [
+        {"username": "bob", "device_id": bob.device_id}
+    ]
+
+
+def test_ack_of_many_messages_queues_every_receipt(
+    writer: CommitWriter, store: Store, pair: tuple[Account, Account]
+) -> None:
+    # More rows than one INSERT or UPDATE statement binds at once.
+    alice, bob = pair
+    writer.commit_batch([_send(alice, bob) for _ in range(600)])
+    (acked,) = writer.commit_batch([_ack(bob, 600)])
+
+    seqs = [seq for device, seq, _ in acked.queue_pushes if device == alice.device_id]
+    assert seqs == list(range(1, 601))
+    assert store.last_seq(alice.device_id) == 600
+    assert _rows(store, "SELECT COUNT(*) FROM queue WHERE kind = 'receipt'") == [(600,)]
+    assert _rows(store, "SELECT COUNT(*) FROM queue WHERE kind = 'message'") == [(0,)]
+    assert _rows(store, "SELECT COUNT(*) FROM messages WHERE payload IS NULL") == [
+        (600,)
+    ]
