@@ -52,6 +52,9 @@ _AUTH_CODES = frozenset(
 )
 _UNREACHABLE_CODES = frozenset({"connection_failed", "timeout", "no_server"})
 _CERTIFICATE_CODES = frozenset({"certificate_changed", "certificate_rejected"})
+# Background errors that end listen, because nothing received can be
+# stored or acknowledged until the user fixes them.
+_FATAL_EVENT_CODES = frozenset({"save_failed"})
 
 _FRIENDLY_MESSAGES = {
     "invalid_credentials": "Wrong username or password.",
@@ -481,6 +484,8 @@ class _Runner:
             data = event.to_dict()
             if event.name == ATTACHMENT_PROGRESS:
                 continue
+            if event.name == "error" and data["code"] in _FATAL_EVENT_CODES:
+                raise ClientError(data["code"], data["message"])
             if self.args.save_audio is not None and data.get("kind") == "audio":
                 data["saved"] = self._save_audio(data["message_id"])
             self.say(json.dumps(data, ensure_ascii=False, sort_keys=True))
@@ -621,7 +626,7 @@ def main(
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.ERROR,
+        level=logging.DEBUG if args.verbose else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",
     )
     if args.command is None:

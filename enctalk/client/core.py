@@ -34,7 +34,7 @@ from enctalk.client import errors as codes
 from enctalk.client import messaging, receiving
 from enctalk.client.address import parse_server_address
 from enctalk.client.connection import CONNECTED, Connection
-from enctalk.client.errors import ClientError
+from enctalk.client.errors import ClientError, save_failed
 from enctalk.client.events import (
     CONNECTION_STATE,
     DELIVERY_UPDATED,
@@ -188,7 +188,9 @@ class Client:
         self._connection: Connection | None = None
         self._authenticated = threading.Event()
         self._session_error: ClientError | None = None
-        self._send_outcomes: dict[str, SendResult] = {}
+        # The outcome of each message that send_text may wait for, or the
+        # ClientError that stopped it (a failed save).
+        self._send_outcomes: dict[str, SendResult | ClientError] = {}
         self._send_done = threading.Condition(threading.Lock())
 
         self._tasks: queue.Queue[tuple[Any, ...]] = queue.Queue()
@@ -622,24 +624,40 @@ class Client:
         with self._lock:
             state = self._require_state()
             me = self._require_username()
-            state["outbox"].append(
-                {"message_id": message_id, "to": name, "body": body, "sent_at": sent_at}
+            item = {
+                "message_id": message_id,
+                "to": name,
+                "body": body,
+                "sent_at": sent_at,
+            }
+            state["outbox"].append(item)
+            try:
+                self._save()
+            except ClientError:
+                state["outbox"].remove(item)
+                raise
+            # The outbox is saved first, so a failed history write leaves a
+            # queued message rather than a history line that never goes out.
+            entry = HistoryEntry(
+                conversation=name,
+                kind="text",
+                direction="out",
+                sender=me,
+                body=body,
+                message_id=message_id,
+                server_seq=None,
+                server_time=None,
+                sent_at=sent_at,
+                state=SENDING,
             )
-            self._require_history().add(
-                HistoryEntry(
-                    conversation=name,
-                    kind="text",
-                    direction="out",
-                    sender=me,
-                    body=body,
-                    message_id=message_id,
-                    server_seq=None,
-                    server_time=None,
-                    sent_at=sent_at,
-                    state=SENDING,
-                )
-            )
-            self._save()
+            try:
+                self._require_history().add(entry)
+            except ClientError as exc:
+                raise ClientError(
+                    exc.code,
+                    f"{exc.message} The message stays in the outbox and goes "
+                    "out with the next command that connects.",
+                ) from exc
         self._emit(
             DELIVERY_UPDATED,
             message_id=message_id,
@@ -654,7 +672,10 @@ class Client:
                 if remaining <= 0:
                     return SendResult(message_id, "queued")
                 self._send_done.wait(remaining)
-            return self._send_outcomes.pop(message_id)
+            outcome = self._send_outcomes.pop(message_id)
+        if isinstance(outcome, ClientError):
+            raise outcome
+        return outcome
 
     def history(
         self,
@@ -804,7 +825,10 @@ class Client:
         state["sessions"] = {
             key: session.to_dict() for key, session in self._sessions.items()
         }
-        self._vault.save(state)
+        try:
+            self._vault.save(state)
+        except OSError as exc:
+            raise save_failed(self.profile.vault_path, exc) from exc
 
     def _restore_identity(
         self, reply: dict[str, Any], password: str, name: str
@@ -1017,11 +1041,14 @@ class Client:
             try:
                 self._handle_task(task)
             except ClientError as exc:
-                logger.warning("background %s failed: %s", task[0], exc.code)
+                logger.warning("background %s failed: %s", task[0], exc.message)
                 self._emit(ERROR, code=exc.code, message=exc.message)
             except Exception as exc:
-                logger.exception("background %s failed", task[0])
-                self._emit(ERROR, code="internal_error", message=str(exc))
+                # The front end reports the ERROR event, so the traceback
+                # goes to the debug log only.
+                logger.warning("background %s failed: %r", task[0], exc)
+                logger.debug("background %s failed", task[0], exc_info=True)
+                self._emit(ERROR, code="internal_error", message=repr(exc))
 
     def _handle_task(self, task: tuple[Any, ...]) -> None:
         kind = task[0]

@@ -21,6 +21,7 @@ CERTIFICATE_CHANGED = "certificate_changed"
 CERTIFICATE_REJECTED = "certificate_rejected"
 IDENTITY_INVALID = "identity_invalid"
 PROFILE_INVALID = "profile_invalid"
+SAVE_FAILED = "save_failed"
 UNKNOWN_CONTACT = "unknown_contact"
 INVALID_MESSAGE = "invalid_message"
 ATTACHMENT_INVALID = "attachment_invalid"
@@ -43,3 +44,13 @@ class ClientError(Exception):
         self.message = message
         self.details = details or {}
         self.retry_after = retry_after
+
+
+def save_failed(path: object, exc: BaseException) -> ClientError:
+    """Return the ClientError for a profile file that could not be written."""
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return ClientError(
+        SAVE_FAILED,
+        f"Cannot save the profile: writing {path} failed ({reason}). Check that "
+        "the profile directory is writable and the disk is not full.",
+    )

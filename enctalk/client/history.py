@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from enctalk.client.errors import save_failed
 from enctalk.crypto.aead import open_record, seal_record
 from enctalk.crypto.errors import DecryptionError
 from enctalk.crypto.kdf import hkdf
@@ -119,7 +120,8 @@ class HistoryStore:
     """Sealed, indexed message history in one SQLite file.
 
     Methods are safe to call from any thread; a lock serializes them on
-    one connection. Every write commits before it returns.
+    one connection. Every write commits before it returns, and a write
+    that fails raises ClientError ``save_failed`` with nothing changed.
     """
 
     def __init__(self, path: Path, history_key: bytes) -> None:
@@ -130,6 +132,7 @@ class HistoryStore:
             history_key, _ZERO_SALT, _CONVERSATION_INDEX_INFO, 32
         )
         self._message_key = hkdf(history_key, _ZERO_SALT, _MESSAGE_INDEX_INFO, 32)
+        self._path = path
         self._lock = threading.Lock()
         new_file = not path.exists()
         self._db = sqlite3.connect(str(path), check_same_thread=False)
@@ -193,8 +196,18 @@ class HistoryStore:
                 )
             except sqlite3.IntegrityError:
                 return False
-            self._db.commit()
+            except sqlite3.Error as exc:
+                self._db.rollback()
+                raise save_failed(self._path, exc) from exc
+            self._commit()
         return True
+
+    def _commit(self) -> None:
+        try:
+            self._db.commit()
+        except sqlite3.Error as exc:
+            self._db.rollback()
+            raise save_failed(self._path, exc) from exc
 
     def _notice_sort_key(self, conversation: bytes) -> int:
         row = self._db.execute(
@@ -242,11 +255,16 @@ class HistoryStore:
             data = old.to_dict()
             data.update(changes)
             entry = _entry_from_dict(data)
-            self._db.execute(
-                "UPDATE history SET sort_key = ?, record = ? WHERE message_index = ?",
-                (self._sort_key(entry), self._seal(row[0], entry), index),
-            )
-            self._db.commit()
+            try:
+                self._db.execute(
+                    "UPDATE history SET sort_key = ?, record = ? "
+                    "WHERE message_index = ?",
+                    (self._sort_key(entry), self._seal(row[0], entry), index),
+                )
+            except sqlite3.Error as exc:
+                self._db.rollback()
+                raise save_failed(self._path, exc) from exc
+            self._commit()
         return entry
 
     def conversation(

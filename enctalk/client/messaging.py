@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from enctalk.client import errors as codes
 from enctalk.client.errors import ClientError
-from enctalk.client.events import DELIVERY_UPDATED
+from enctalk.client.events import DELIVERY_UPDATED, ERROR
 from enctalk.client.history import FAILED, SENT
 from enctalk.crypto import session as e2e
 from enctalk.crypto.errors import CryptoError
@@ -68,24 +68,54 @@ def flush_outbox(client: Client) -> None:
                 return
             item = dict(state["outbox"][0])
             try:
-                reply = _send_item(client, item)
-            except ClientError as exc:
-                if exc.code not in _PERMANENT_SEND_ERRORS:
-                    logger.info("send of a queued message deferred: %s", exc.code)
-                    if exc.code != codes.CONNECTION_FAILED:
-                        # A reconnect flushes again by itself; other
-                        # errors (busy, rate_limited, timeout) need a timer.
-                        client._schedule(("flush",), exc.retry_after)
+                if not _flush_item(client, item):
                     return
-                _finish_send(client, item, FAILED, error=exc.message)
-                continue
-            except (CryptoError, ValueError) as exc:
-                # A bundle or session that cannot encrypt would fail the
-                # same way on every retry and hold up the whole outbox.
-                logger.warning("queued message could not be encrypted: %s", exc)
-                _finish_send(client, item, FAILED, error=f"encryption failed: {exc}")
-                continue
-            _finish_send(client, item, SENT, reply=reply)
+            except ClientError as exc:
+                if exc.code != codes.SAVE_FAILED:
+                    raise
+                _stop_flush(client, item, exc)
+                return
+
+
+def _flush_item(client: Client, item: dict[str, Any]) -> bool:
+    """Send the outbox's first message; return False if the rest must wait."""
+    try:
+        reply = _send_item(client, item)
+    except ClientError as exc:
+        if exc.code == codes.SAVE_FAILED:
+            raise
+        if exc.code not in _PERMANENT_SEND_ERRORS:
+            logger.info("send of a queued message deferred: %s", exc.code)
+            if exc.code != codes.CONNECTION_FAILED:
+                # A reconnect flushes again by itself; other
+                # errors (busy, rate_limited, timeout) need a timer.
+                client._schedule(("flush",), exc.retry_after)
+            return False
+        _finish_send(client, item, FAILED, error=exc.message)
+        return True
+    except (CryptoError, ValueError) as exc:
+        # A bundle or session that cannot encrypt would fail the
+        # same way on every retry and hold up the whole outbox.
+        logger.warning("queued message could not be encrypted: %s", exc)
+        _finish_send(client, item, FAILED, error=f"encryption failed: {exc}")
+        return True
+    _finish_send(client, item, SENT, reply=reply)
+    return True
+
+
+def _stop_flush(client: Client, item: dict[str, Any], error: ClientError) -> None:
+    """Stop flushing after a failed save and report it to ``send_text`` waiters.
+
+    The saved outbox still contains the message, so the next flush sends it
+    again under the same message id and the server stores it once.
+    """
+    logger.warning(
+        "flushing the outbox stopped at message %s: %s", item["message_id"], error
+    )
+    client._emit(ERROR, code=error.code, message=error.message)
+    with client._send_done:
+        client._send_outcomes[item["message_id"]] = error
+        client._send_done.notify_all()
 
 
 def _finish_send(
@@ -95,19 +125,23 @@ def _finish_send(
     reply: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> None:
-    state = client._require_state()
-    state["outbox"] = [
-        queued
-        for queued in state["outbox"]
-        if queued["message_id"] != item["message_id"]
-    ]
-
     changes: dict[str, Any] = {"state": outcome}
     if reply is not None:
         changes["server_seq"] = reply["server_seq"]
         changes["server_time"] = reply["server_time"]
     client._require_history().update(item["message_id"], **changes)
-    client._save()
+
+    # On a failed save the message stays in the outbox, in memory as on disk.
+    state = client._require_state()
+    outbox = state["outbox"]
+    state["outbox"] = [
+        queued for queued in outbox if queued["message_id"] != item["message_id"]
+    ]
+    try:
+        client._save()
+    except ClientError:
+        state["outbox"] = outbox
+        raise
 
     data: dict[str, Any] = {
         "message_id": item["message_id"],

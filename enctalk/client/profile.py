@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from enctalk.client.errors import PROFILE_INVALID, ClientError
+from enctalk.client.errors import PROFILE_INVALID, ClientError, save_failed
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +143,12 @@ class Profile:
         return settings
 
     def save(self) -> None:
-        """Write the settings file atomically."""
+        """Write the settings file atomically; raise ClientError ``save_failed``."""
         data = json.dumps(self.settings, indent=2, sort_keys=True).encode("utf-8")
-        write_private_file(self.settings_path, data + b"\n")
+        try:
+            write_private_file(self.settings_path, data + b"\n")
+        except OSError as exc:
+            raise save_failed(self.settings_path, exc) from exc
 
     # Typed accessors for the settings the client core uses.
 

@@ -263,24 +263,35 @@ def _accept_message(
     # A key change drops the sender's old sessions, so the AIK is pinned
     # before the new session is stored.
     client._check_identity(sender, opened.sender_aik)
+    old_device = client._device
+    old_session = client._sessions.get(opened.session_key)
     client._device = opened.device
     client._sessions[opened.session_key] = opened.session
 
-    client._require_history().add(
-        HistoryEntry(
-            conversation=conversation,
-            kind=payload["kind"],
-            direction="out" if sender == me else "in",
-            sender=sender,
-            body=payload["body"],
-            message_id=fields["message_id"],
-            server_seq=fields["server_seq"],
-            server_time=fields["server_time"],
-            sent_at=payload["sent_at"],
-            state=SENT if sender == me else None,
-            attachment=payload.get("attachment"),
-        )
+    entry = HistoryEntry(
+        conversation=conversation,
+        kind=payload["kind"],
+        direction="out" if sender == me else "in",
+        sender=sender,
+        body=payload["body"],
+        message_id=fields["message_id"],
+        server_seq=fields["server_seq"],
+        server_time=fields["server_time"],
+        sent_at=payload["sent_at"],
+        state=SENT if sender == me else None,
+        attachment=payload.get("attachment"),
     )
+    try:
+        client._require_history().add(entry)
+    except ClientError:
+        # Not stored, so not acknowledged: the server sends the message
+        # again, and it must still decrypt with the old session then.
+        client._device = old_device
+        if old_session is None:
+            client._sessions.pop(opened.session_key, None)
+        else:
+            client._sessions[opened.session_key] = old_session
+        raise
     _acknowledge(client, fields["seq"])
     reference = payload.get("attachment")
     return (
