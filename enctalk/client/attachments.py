@@ -123,7 +123,14 @@ def _emit_progress(
 
 
 def _retry_after_failure(client: Client, exc: ClientError, retries: int) -> int:
-    """Wait for a resumed session after a dropped connection; return the count."""
+    """Wait for a resumed session after a dropped connection; return the count.
+
+    A ``rate_limited`` reply (a long file is more chunks than the server's
+    request burst) waits the server's ``retry_after`` and is not counted.
+    """
+    if exc.code == "rate_limited":
+        time.sleep(max(exc.retry_after or 1, 1))
+        return retries
     if exc.code not in _RETRYABLE or retries >= MAX_TRANSFER_RETRIES:
         raise exc
     logger.info("attachment transfer interrupted (%s); resuming", exc.code)
@@ -351,7 +358,10 @@ def _wait_sent(
             if remaining <= 0:
                 return result(message_id, "queued")  # type: ignore[no-any-return]
             client._send_done.wait(remaining)
-        return client._send_outcomes.pop(message_id)
+        outcome = client._send_outcomes.pop(message_id)
+    if isinstance(outcome, ClientError):
+        raise outcome
+    return outcome
 
 
 def fetch_audio(

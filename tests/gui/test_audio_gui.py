@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from enctalk.client import audio
+from tests.audio.conftest import pulse, speech  # noqa: F401  (fixtures)
 from tests.gui.test_desktop_app import wait_until
 from tests.integration.conftest import PASSWORD_ALICE, PASSWORD_BOB, Cli
-
-pytest_plugins = ["tests.audio.conftest"]
 
 
 def _trace(path: Path) -> list[dict]:
@@ -28,7 +27,12 @@ def _saved(cli: Cli, folder: Path) -> list[dict]:
 
 
 def test_gui_records_sends_and_plays(
-    pulse, speech, server, tmp_path, desktop, start_gui
+    pulse,  # noqa: F811
+    speech,  # noqa: F811
+    server,
+    tmp_path,
+    desktop,
+    start_gui,
 ):
     trace = tmp_path / "audio-trace.jsonl"
     desktop.env.update(pulse.env)
