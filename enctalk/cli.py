@@ -469,6 +469,7 @@ class _Runner:
 
     def cmd_listen(self) -> int:
         self.unlock()
+        self.client.check_session()
         self.client.connect(DEFAULT_TIMEOUT if self.args.timeout is None else None)
         deadline = (
             None if self.args.timeout is None else time.monotonic() + self.timeout

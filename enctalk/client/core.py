@@ -79,6 +79,18 @@ RETRY_DELAY = 2.0
 MAX_TEXT_BYTES = 64 * 1024
 
 _SESSION_ENDED = frozenset({"invalid_session", "account_disabled"})
+_SESSION_ENDED_MESSAGES = {
+    "account_disabled": "This account is disabled; ask your teacher.",
+    "invalid_session": "Your session was ended (password changed or reset by an "
+    "administrator); log in again.",
+}
+
+
+def session_ended_error(code: str) -> ClientError:
+    """Return the ClientError for a session that ended with ``code``."""
+    if code not in _SESSION_ENDED_MESSAGES:
+        code = "invalid_session"
+    return ClientError(code, _SESSION_ENDED_MESSAGES[code])
 
 
 def _b64(data: bytes) -> str:
@@ -286,10 +298,7 @@ class Client:
         """
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        if not self.logged_in:
-            raise ClientError(
-                codes.NOT_LOGGED_IN, "Not logged in; run login USERNAME first."
-            )
+        self.check_session()
         if self._connection is None:
             self.connect(timeout)
         while not self._authenticated.is_set():
@@ -307,6 +316,35 @@ class Client:
                     f"Timed out after {timeout:g} s waiting for the server.",
                 )
             self._authenticated.wait(min(remaining, 0.05))
+
+    def check_session(self) -> None:
+        """Raise ClientError unless the profile has a session that has not ended.
+
+        The error is ``account_disabled`` or ``invalid_session`` once the
+        server ended the session, here or in an earlier run, and
+        ``not_logged_in`` without a session.
+        """
+        if self._session_error is not None:
+            raise self._session_error
+        if self.logged_in:
+            return
+        state = self._state
+        ended = None if state is None else state.get("session_ended")
+        if ended is not None:
+            raise session_ended_error(str(ended))
+        raise ClientError(
+            codes.NOT_LOGGED_IN, "Not logged in; run login USERNAME first."
+        )
+
+    def end_session(self, code: str) -> None:
+        """Forget the token after the server ended the session with ``code``."""
+        with self._lock:
+            self._authenticated.clear()
+            self._session_error = session_ended_error(code)
+            if self._state is not None:
+                self._state["token"] = None
+                self._state["session_ended"] = code
+                self._save()
 
     def close(self) -> None:
         """Stop the connection and the worker and close the history; idempotent."""
@@ -390,6 +428,7 @@ class Client:
                 self._create_state(password, name, aik, reply["token"])
             else:
                 self._state["token"] = _b64(reply["token"])
+                self._state.pop("session_ended", None)
                 if reply["backup_stale"]:
                     self._upload_backup(password, name)
             if reply["device_id"] is None or self._device is None:
@@ -506,6 +545,7 @@ class Client:
             )
             assert self._state is not None
             self._state["token"] = _b64(login["token"])
+            self._state.pop("session_ended", None)
             if login["device_id"] is None or self._device is None:
                 self._register_device()
             self._save()
@@ -623,6 +663,7 @@ class Client:
         sent_at = _now_ms()
         with self._lock:
             state = self._require_state()
+            self.check_session()
             me = self._require_username()
             item = {
                 "message_id": message_id,
@@ -671,7 +712,10 @@ class Client:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return SendResult(message_id, "queued")
-                self._send_done.wait(remaining)
+                if self._session_error is not None:
+                    # The message stays in the outbox for the next login.
+                    raise self._session_error
+                self._send_done.wait(min(remaining, 0.1))
             outcome = self._send_outcomes.pop(message_id)
         if isinstance(outcome, ClientError):
             raise outcome
@@ -1091,13 +1135,7 @@ class Client:
                 )
             except ClientError as exc:
                 if exc.code in _SESSION_ENDED:
-                    state["token"] = None
-                    self._save()
-                    self._session_error = ClientError(
-                        exc.code,
-                        "The saved session has ended (logged out, password changed "
-                        "or revoked); run login again.",
-                    )
+                    self.end_session(exc.code)
                     self._emit(SESSION_REVOKED, reason=exc.message)
                 else:
                     logger.info("resume failed (%s); retrying", exc.code)

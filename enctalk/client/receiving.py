@@ -107,15 +107,10 @@ def handle_push(client: Client, kind: str, fields: dict[str, Any]) -> None:
         with client._lock:
             client._top_up_prekeys(fields["remaining"])
     elif kind == "session_revoked":
-        with client._lock:
-            if client._state is not None:
-                client._state["token"] = None
-                client._save()
-            client._authenticated.clear()
-            client._session_error = ClientError(
-                "invalid_session",
-                f"The session was revoked ({fields['reason']}); log in again.",
-            )
+        # The reason is the server's sentence; only a disabled account
+        # needs another answer than logging in again.
+        disabled = "disabled" in str(fields["reason"]).lower()
+        client.end_session("account_disabled" if disabled else "invalid_session")
         client._emit(SESSION_REVOKED, reason=fields["reason"])
 
 

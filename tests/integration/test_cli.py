@@ -88,7 +88,7 @@ def test_cli_second_device_and_password_change(server, tmp_path):
 
     revoked = second.run("contacts")
     assert revoked.returncode == 4
-    assert "run login again" in revoked.stderr
+    assert "log in again" in revoked.stderr
 
     stranger = Cli(tmp_path / "alice-old", server, PASSWORD_ALICE)
     old = stranger.run("login", "alice")
