@@ -28,6 +28,7 @@ from enctalk.client.core import Client
 from enctalk.client.errors import ClientError
 from enctalk.client.history import HistoryEntry
 from enctalk.client.passwords import password_problem
+from enctalk.protocol import InvalidUsername, canonical_username
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -228,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     reset = add("redeem-reset", "set a new password with an administrator's code")
     reset.add_argument("username")
     reset.add_argument("code")
+    reset.add_argument(
+        "--discard-local-data",
+        action="store_true",
+        help="without the old password, move this account's history and unsent "
+        "messages aside (kept as *.old-DATE files) and make a new identity key",
+    )
     add("add-contact", "add a contact (mutual)").add_argument("user")
     add("contacts", "list contacts with presence and verification")
     send = add("send", "send a text message and wait for the server's ack")
@@ -339,6 +346,13 @@ def _error_text(error: ClientError) -> str:
     return " ".join(text.split())
 
 
+def _canonical_or_none(username: str) -> str | None:
+    try:
+        return canonical_username(username)
+    except InvalidUsername:
+        return None
+
+
 def _format_time(ms: int | None) -> str:
     if ms is None:
         return "--"
@@ -415,6 +429,16 @@ class _Runner:
     def cmd_redeem_reset(self) -> int:
         new = self.passwords.new("ENCTALK_PASSWORD", self.args.username)
         old = self.passwords.optional("ENCTALK_OLD_PASSWORD")
+        profile = self.client.profile
+        holds_account = (
+            profile.has_vault()
+            and profile.username is not None
+            and profile.username == _canonical_or_none(self.args.username)
+        )
+        if holds_account and not old:
+            old = self._old_password_or_discard()
+        if holds_account and not old:
+            self._announce_set_aside()
         kept = self.client.redeem_reset(self.args.username, self.args.code, new, old)
         if kept:
             self.say("Password reset; the identity key was kept.")
@@ -424,6 +448,38 @@ class _Runner:
                 "safety number change."
             )
         return EXIT_OK
+
+    def _old_password_or_discard(self) -> str | None:
+        """Prompt for the old password on a terminal; None means discard."""
+        if self.passwords.stdin.isatty():
+            answer = getpass.getpass(
+                "Old password, to keep the identity key and the local data "
+                "(empty to skip): "
+            )
+            return answer or None
+        if self.args.discard_local_data:
+            return None
+        raise _CommandError(
+            f"The profile {self.client.profile.directory} holds the account "
+            f"{self.client.profile.username}. Without the old password its "
+            "history and unsent messages are moved aside and the account gets "
+            "a new identity key. Give the old password in ENCTALK_OLD_PASSWORD "
+            "to keep them, or pass --discard-local-data to go on without it.",
+            EXIT_USAGE,
+        )
+
+    def _announce_set_aside(self) -> None:
+        profile = self.client.profile
+        moved = [profile.vault_path.name]
+        if profile.history_path.exists():
+            moved.append(profile.history_path.name)
+        print(
+            f"Without the old password, {' and '.join(moved)} in "
+            f"{profile.directory} will be renamed to *.old-DATE and kept, not "
+            "deleted. The unsent messages in the outbox stay in that old vault: "
+            "their number cannot be read without the old password.",
+            file=sys.stderr,
+        )
 
     def cmd_add_contact(self) -> int:
         self.online()
