@@ -343,7 +343,47 @@ def _error_text(error: ClientError) -> str:
     text = _FRIENDLY_MESSAGES.get(error.code, error.message)
     if error.code == "rate_limited" and error.retry_after:
         text = f"Too many attempts; try again in {error.retry_after} s."
-    return " ".join(text.split())
+    return printable(" ".join(text.split()))
+
+
+# Characters that a terminal would act on rather than show: C0 and C1
+# controls, DEL, line and paragraph separators, and the Unicode bidi
+# controls (UAX #9), which can reorder the rest of a line.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_CONTINUATION_INDENT = "    "
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    unsafe = (
+        code < 0x20
+        or 0x7F <= code <= 0x9F
+        or char in _BIDI_CONTROLS
+        or char in "\u2028\u2029"
+    )
+    if not unsafe:
+        return char
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """Return ``text`` with every control and bidi control written as an escape.
+
+    Newlines are escaped too, so the result is always one line.
+    """
+    return "".join(_escape_char(char) for char in text)
+
+
+def printable_lines(text: str) -> str:
+    """Return ``text`` escaped like :func:`printable`, keeping its newlines.
+
+    Every line after the first is indented, so a message cannot show a
+    line that looks like another sender's.
+    """
+    lines = [printable(line) for line in text.split("\n")]
+    return ("\n" + _CONTINUATION_INDENT).join(lines)
 
 
 def _canonical_or_none(username: str) -> str | None:
@@ -362,10 +402,11 @@ def _format_time(ms: int | None) -> str:
 
 def _format_entry(entry: HistoryEntry) -> str:
     when = _format_time(entry.server_time or entry.sent_at)
+    body = printable_lines(entry.body)
     if entry.kind == "notice":
-        return f"[{when}] * {entry.body}"
+        return f"[{when}] * {body}"
     state = f" ({entry.state})" if entry.direction == "out" and entry.state else ""
-    return f"[{when}] {entry.sender}: {entry.body}{state}"
+    return f"[{when}] {printable(entry.sender)}: {body}{state}"
 
 
 class _Runner:
@@ -485,7 +526,7 @@ class _Runner:
         self.online()
         contact = self.client.add_contact(self.args.user)
         presence = "online" if contact.online else "offline"
-        self.say(f"Added {contact.username} ({presence}).")
+        self.say(f"Added {printable(contact.username)} ({presence}).")
         return EXIT_OK
 
     def cmd_contacts(self) -> int:
@@ -496,7 +537,7 @@ class _Runner:
         for contact in contacts:
             presence = "online" if contact.online else "offline"
             verified = "verified" if contact.verified else "not verified"
-            self.say(f"{contact.username}\t{presence}\t{verified}")
+            self.say(f"{printable(contact.username)}\t{presence}\t{verified}")
         return EXIT_OK
 
     def cmd_send(self) -> int:
@@ -545,7 +586,7 @@ class _Runner:
                 raise ClientError(data["code"], data["message"])
             if self.args.save_audio is not None and data.get("kind") == "audio":
                 data["saved"] = self._save_audio(data["message_id"])
-            self.say(json.dumps(data, ensure_ascii=False, sort_keys=True))
+            self.say(json.dumps(data, ensure_ascii=True, sort_keys=True))
             if event.name == "session_revoked" and self.client.session_error:
                 raise self.client.session_error
 
@@ -631,7 +672,7 @@ class _Runner:
                     data["attachment"] = attachments.public_reference(
                         data["attachment"]
                     )
-                self.say(json.dumps(data, ensure_ascii=False, sort_keys=True))
+                self.say(json.dumps(data, ensure_ascii=True, sort_keys=True))
             else:
                 self.say(_format_entry(entry))
         return EXIT_OK
@@ -649,7 +690,9 @@ class _Runner:
     def cmd_verify(self) -> int:
         self.unlock()
         self.client.mark_verified(self.args.user)
-        self.say(f"Marked the safety number with {self.args.user} as verified.")
+        self.say(
+            f"Marked the safety number with {printable(self.args.user)} as verified."
+        )
         return EXIT_OK
 
     def cmd_devices(self) -> int:
@@ -662,7 +705,7 @@ class _Runner:
                 marks.append("stale")
             suffix = f" ({', '.join(marks)})" if marks else ""
             self.say(
-                f"{device['device_id']}\t{device['name']}\t"
+                f"{device['device_id']}\t{printable(device['name'])}\t"
                 f"last seen {_format_time(device['last_seen'])}{suffix}"
             )
         return EXIT_OK
@@ -705,13 +748,14 @@ def main(
         print(f"error: {_error_text(exc)}", file=sys.stderr)
         return _exit_code(exc)
     except _CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED if args.command != "listen" else EXIT_OK
     except Exception as exc:  # A user never sees a traceback.
         logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-        print(f"error: internal error ({type(exc).__name__}: {exc})", file=sys.stderr)
+        detail = printable(f"{type(exc).__name__}: {exc}")
+        print(f"error: internal error ({detail})", file=sys.stderr)
         return EXIT_ERROR
     finally:
         if runner is not None:
