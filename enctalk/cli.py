@@ -29,6 +29,7 @@ from enctalk.client.errors import ClientError
 from enctalk.client.history import HistoryEntry
 from enctalk.client.passwords import password_problem
 from enctalk.protocol import InvalidUsername, canonical_username
+from enctalk.version import version_text
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -215,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common_options(parser, None)
+    parser.add_argument(
+        "--version", action="version", version=version_text("enctalk")
+    )
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check the libraries, the crypto and the audio devices, then exit",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -265,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, help="only the newest N lines")
     add("safety-number", "print the safety number with a contact").add_argument("user")
     add("verify", "mark a contact's safety number as compared").add_argument("user")
+    add(
+        "forget-server",
+        "remove the pinned certificate of the server, after a reinstall that "
+        "your teacher confirmed",
+    )
     add("devices", "list the account's devices")
     remove = add("remove-device", "remove one of the account's devices")
     remove.add_argument("device_id", type=int)
@@ -695,6 +709,17 @@ class _Runner:
         )
         return EXIT_OK
 
+    def cmd_forget_server(self) -> int:
+        address = self.client.forget_server()
+        if address is None:
+            self.say("No certificate was pinned for the server.")
+        else:
+            self.say(
+                f"Removed the pinned certificate of {address}; the next command "
+                "that connects shows the new fingerprint to confirm."
+            )
+        return EXIT_OK
+
     def cmd_devices(self) -> int:
         self.online()
         for device in self.client.devices():
@@ -729,6 +754,10 @@ def main(
         level=logging.DEBUG if args.verbose else logging.ERROR,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if args.self_test:
+        from enctalk.selftest import run_client_self_test
+
+        return run_client_self_test(stdout or sys.stdout)
     if args.command is None:
         if GUI_COMMAND is not None:
             return int(GUI_COMMAND(args))

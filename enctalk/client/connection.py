@@ -239,7 +239,8 @@ class Connection:
                 self._last_error = exc
                 self._attempt_done.set()
                 if exc.code.startswith("certificate_"):
-                    logger.error("stopped connecting to %s: %s", self._address, exc)
+                    # A warning, because the front end reports the error itself.
+                    logger.warning("stopped connecting to %s: %s", self._address, exc)
                     self._on_state(OFFLINE, {"error": exc.message, "code": exc.code})
                     return
                 delay = min(MAX_BACKOFF, MIN_BACKOFF * 2**attempt)

@@ -32,7 +32,7 @@ from typing import Any
 
 from enctalk.client import errors as codes
 from enctalk.client import messaging, receiving
-from enctalk.client.address import parse_server_address
+from enctalk.client.address import format_server_address, parse_server_address
 from enctalk.client.connection import CONNECTED, Connection
 from enctalk.client.errors import ClientError, save_failed
 from enctalk.client.events import (
@@ -345,6 +345,29 @@ class Client:
                 self._state["token"] = None
                 self._state["session_ended"] = code
                 self._save()
+
+    def forget_server(self) -> str | None:
+        """Remove the pinned certificate of the configured server.
+
+        Returns the address whose pin was removed, or None if none was
+        pinned. The next connection pins the server's certificate anew.
+        """
+        with self._lock:
+            address = self._server_address()
+            if address is None:
+                raise ClientError(
+                    codes.NO_SERVER,
+                    "No server is configured; pass --server HOST[:PORT].",
+                )
+            name = format_server_address(*address)
+            if self.profile.known_servers.pop(name, None) is None:
+                return None
+            self.profile.save()
+            logger.info("removed the pinned certificate of %s", name)
+            return name
+
+    def _server_address(self) -> tuple[str, int] | None:
+        return self.profile.server
 
     def close(self) -> None:
         """Stop the connection and the worker and close the history; idempotent."""
@@ -715,6 +738,10 @@ class Client:
                 if self._session_error is not None:
                     # The message stays in the outbox for the next login.
                     raise self._session_error
+                error = self.connection_error
+                if error is not None and error.code.startswith("certificate_"):
+                    # The connection thread has stopped; waiting cannot help.
+                    raise error
                 self._send_done.wait(min(remaining, 0.1))
             outcome = self._send_outcomes.pop(message_id)
         if isinstance(outcome, ClientError):

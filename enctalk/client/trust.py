@@ -31,6 +31,7 @@ from enctalk.client.errors import (
     CONNECTION_FAILED,
     ClientError,
 )
+from enctalk.client.system_ca import load_system_ca
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ class ServerTrust:
         """Return the TLS 1.3 client context for the address."""
         if self.use_system_trust:
             context = _base_context()
-            context.load_default_certs()
+            load_system_ca(context)
             return context
         pin = self.pinned(host, port)
         if pin is None:
@@ -190,8 +191,10 @@ class ServerTrust:
         return ClientError(
             CERTIFICATE_CHANGED,
             f"The certificate of {format_server_address(host, port)} changed: "
-            f"pinned {pinned}, server presented {presented}. If the server was "
-            "reinstalled, remove its entry from the profile's settings.json.",
+            f"pinned {pinned}, server presented {presented}. Someone may be "
+            "intercepting the connection. Ask your teacher whether the server "
+            "was reinstalled; only then run 'run_client.py forget-server' and "
+            "connect again to pin the new certificate.",
         )
 
     def diagnose_verify_failure(
