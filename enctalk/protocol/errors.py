@@ -32,6 +32,7 @@ USER_NOT_FOUND = "user_not_found"
 NOT_A_CONTACT = "not_a_contact"
 DEVICE_LIST_MISMATCH = "device_list_mismatch"
 MESSAGE_ID_CONFLICT = "message_id_conflict"
+INVALID_SIGNATURE = "invalid_signature"
 
 # Attachments
 ATTACHMENT_TOO_LARGE = "attachment_too_large"
@@ -63,6 +64,7 @@ ERROR_CODES = frozenset(
         NOT_A_CONTACT,
         DEVICE_LIST_MISMATCH,
         MESSAGE_ID_CONFLICT,
+        INVALID_SIGNATURE,
         ATTACHMENT_TOO_LARGE,
         QUOTA_EXCEEDED,
         ATTACHMENT_NOT_FOUND,

@@ -1,8 +1,10 @@
 """Devices and prekeys: register_device, upload_prekeys, fetch_bundles, lists.
 
-The server stores device keys and signatures as given. It cannot check
-the AIK's signatures because their signed message format belongs to the
-clients; the fetching client verifies them.
+The server checks that the account identity key (AIK) signed every device
+identity key and signed prekey it stores, with the formats of
+``enctalk.crypto.keys``, and rejects a bad one with ``invalid_signature``.
+The fetching client still verifies them, since it must not trust the
+server.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from enctalk.crypto.errors import SignatureError
+from enctalk.crypto.keys import verify_device_key, verify_prekey
 from enctalk.protocol import InvalidUsername, canonical_username, errors, make_push
 from server.handlers.base import (
     HandlerError,
@@ -40,15 +44,50 @@ def prekeys_low_frame(services: Services, remaining: int) -> bytes:
     return services.encode(make_push("prekeys_low", remaining=remaining))
 
 
+def _account_identity_key(services: Services, session: Session) -> bytes:
+    user = services.store.user_by_id(session.user_id)
+    if user is None:
+        raise HandlerError(errors.INVALID_SESSION, "The account no longer exists.")
+    return user.identity_key
+
+
+def _check_signed_prekey(
+    aik: bytes, signed_prekey: tuple[int, bytes, bytes], session: Session
+) -> None:
+    prekey_id, key, signature = signed_prekey
+    try:
+        verify_prekey(aik, prekey_id, key, signature)
+    except SignatureError as exc:
+        logger.info(
+            "user %s: rejected signed prekey %d: %s", session.username, prekey_id, exc
+        )
+        raise HandlerError(
+            errors.INVALID_SIGNATURE,
+            f"The signature of signed prekey {prekey_id} does not verify with the "
+            "account identity key.",
+        ) from exc
+
+
 def register_device(services: Services, request: Request) -> Outcome:
     session = require_session(request)
     fields = request.fields
+    aik = _account_identity_key(services, session)
+    try:
+        verify_device_key(aik, fields["identity_key"], fields["signature"])
+    except SignatureError as exc:
+        logger.info("user %s: rejected device key: %s", session.username, exc)
+        raise HandlerError(
+            errors.INVALID_SIGNATURE,
+            "The device key's signature does not verify with the account identity key.",
+        ) from exc
+    signed_prekey = _signed_prekey(fields["signed_prekey"])
+    _check_signed_prekey(aik, signed_prekey, session)
     device_id = services.store.create_device(
         session.user_id,
         fields["name"],
         fields["identity_key"],
         fields["signature"],
-        _signed_prekey(fields["signed_prekey"]),
+        signed_prekey,
         _one_time_prekeys(fields["one_time_prekeys"]),
         session.token_hash,
         now_ms(),
@@ -64,13 +103,15 @@ def register_device(services: Services, request: Request) -> Outcome:
 
 
 def upload_prekeys(services: Services, request: Request) -> Outcome:
-    _, device_id = require_device(request)
+    session, device_id = require_device(request)
     fields = request.fields
-    signed = fields["signed_prekey"]
+    signed_prekey = None
+    if fields["signed_prekey"] is not None:
+        signed_prekey = _signed_prekey(fields["signed_prekey"])
+        aik = _account_identity_key(services, session)
+        _check_signed_prekey(aik, signed_prekey, session)
     held = services.store.upload_prekeys(
-        device_id,
-        None if signed is None else _signed_prekey(signed),
-        _one_time_prekeys(fields["one_time_prekeys"]),
+        device_id, signed_prekey, _one_time_prekeys(fields["one_time_prekeys"])
     )
     return Outcome(reply={"one_time_prekeys": held})
 

@@ -22,7 +22,7 @@ from server_wire import (  # noqa: E402
     WireClient,
     auth_key,
     device_fields,
-    random_key,
+    identity_key,
 )
 
 from server.app import Server  # noqa: E402
@@ -77,7 +77,7 @@ class Clients:
             "register",
             username=name,
             auth_key=auth_key(name, password),
-            identity_key=random_key(),
+            identity_key=identity_key(),
             backup=b"backup of " + name.encode(),
         )
         client.token = reply["token"]  # type: ignore[attr-defined]

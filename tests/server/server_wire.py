@@ -15,6 +15,7 @@ import uuid
 from collections import deque
 from typing import Any
 
+from enctalk.crypto.keys import AccountIdentity, sign_device_key, sign_prekey
 from enctalk.protocol import (
     PROTOCOL_VERSION,
     FrameDecoder,
@@ -26,6 +27,9 @@ HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
 TEST_MAX_FRAME = 16 * 1024 * 1024
 DEFAULT_PASSWORD = "password"
+# Every test account registers this account identity key (AIK), so that
+# device_fields() can sign device keys the server accepts.
+TEST_AIK = AccountIdentity.generate()
 
 
 def client_context(cafile: str | None = None) -> ssl.SSLContext:
@@ -161,13 +165,32 @@ def new_message_id() -> str:
     return str(uuid.uuid4())
 
 
-def device_fields(prekeys: int = 5, first_id: int = 1) -> dict[str, Any]:
-    """Return the fields of a register_device request with random keys."""
+def identity_key() -> bytes:
+    """Return the public AIK that test accounts register."""
+    return TEST_AIK.public_bytes()
+
+
+def signed_prekey_fields(
+    prekey_id: int = 1, aik: AccountIdentity = TEST_AIK
+) -> dict[str, Any]:
+    """Return a signed prekey ``{id, key, signature}`` with a random key."""
+    key = random_key()
+    return {"id": prekey_id, "key": key, "signature": sign_prekey(aik, prekey_id, key)}
+
+
+def device_fields(
+    prekeys: int = 5, first_id: int = 1, aik: AccountIdentity = TEST_AIK
+) -> dict[str, Any]:
+    """Return the fields of a register_device request with random keys.
+
+    The device key and signed prekey are signed by ``aik``.
+    """
+    device_key = random_key()
     return {
         "name": "lab pc",
-        "identity_key": random_key(),
-        "signature": os.urandom(64),
-        "signed_prekey": {"id": 1, "key": random_key(), "signature": os.urandom(64)},
+        "identity_key": device_key,
+        "signature": sign_device_key(aik, device_key),
+        "signed_prekey": signed_prekey_fields(1, aik),
         "one_time_prekeys": [
             {"id": first_id + index, "key": random_key()} for index in range(prekeys)
         ],

@@ -5,8 +5,11 @@ from __future__ import annotations
 import socket
 import struct
 
+import pytest
 from conftest import Clients
-from server_wire import device_fields, random_key
+from server_wire import TEST_AIK, device_fields, random_key, signed_prekey_fields
+
+from enctalk.crypto.keys import AccountIdentity, sign_device_key, sign_prekey
 
 
 def test_register_device_binds_session(clients: Clients) -> None:
@@ -150,8 +153,47 @@ def test_upload_prekeys_replaces_signed_prekey(clients: Clients) -> None:
     new_key = random_key()
     bob.call(
         "upload_prekeys",
-        signed_prekey={"id": 7, "key": new_key, "signature": b"s" * 64},
+        signed_prekey={
+            "id": 7,
+            "key": new_key,
+            "signature": sign_prekey(TEST_AIK, 7, new_key),
+        },
         one_time_prekeys=[],
     )
     bundle = alice.call("fetch_bundles", username="bob")["devices"][0]
     assert bundle["signed_prekey"]["id"] == 7
+
+
+@pytest.mark.parametrize(
+    "broken",
+    ["device_signature", "prekey_signature", "prekey_id", "other_aik"],
+)
+def test_register_device_rejects_bad_signature(clients: Clients, broken: str) -> None:
+    alice = clients.register("alice")
+    aik = AccountIdentity.generate() if broken == "other_aik" else TEST_AIK
+    fields = device_fields(aik=aik)
+    if broken == "device_signature":
+        fields["signature"] = sign_device_key(TEST_AIK, random_key())
+    elif broken == "prekey_signature":
+        fields["signed_prekey"]["signature"] = bytes(64)
+    elif broken == "prekey_id":
+        # A signature over the same key under another id must not pass.
+        fields["signed_prekey"]["id"] = 2
+
+    reply = alice.request("register_device", **fields)
+    assert reply["type"] == "error"
+    assert reply["code"] == "invalid_signature"
+    assert alice.call("list_devices")["devices"] == []
+    assert alice.request("sync", after=0)["code"] == "no_device"
+
+
+def test_upload_prekeys_rejects_bad_signature(clients: Clients) -> None:
+    bob = clients.with_device("bob")
+    alice = clients.with_device("alice")
+    forged = signed_prekey_fields(9, AccountIdentity.generate())
+    reply = bob.request("upload_prekeys", signed_prekey=forged, one_time_prekeys=[])
+    assert reply["code"] == "invalid_signature"
+
+    bundle = alice.call("fetch_bundles", username="bob")["devices"][0]
+    assert bundle["signed_prekey"]["id"] == 1
+    assert bob.call("ping")["type"] == "ok"

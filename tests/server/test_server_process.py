@@ -26,6 +26,7 @@ from server_wire import (
     WireClient,
     auth_key,
     device_fields,
+    identity_key,
     new_message_id,
     random_key,
 )
@@ -251,7 +252,7 @@ def test_slow_reader_is_dropped_and_memory_bounded(tmp_path: Path) -> None:
             "register",
             username="alice",
             auth_key=auth_key("alice"),
-            identity_key=random_key(),
+            identity_key=identity_key(),
             backup=b"b",
         )
         sender.call("register_device", **device_fields())
@@ -260,7 +261,7 @@ def test_slow_reader_is_dropped_and_memory_bounded(tmp_path: Path) -> None:
             "register",
             username="bob",
             auth_key=auth_key("bob"),
-            identity_key=random_key(),
+            identity_key=identity_key(),
             backup=b"b",
         )
         device = reader.call("register_device", **device_fields())["device_id"]
@@ -304,7 +305,7 @@ def _sender_and_reader(process: ServerProcess) -> tuple[WireClient, int]:
         "register",
         username="alice",
         auth_key=auth_key("alice"),
-        identity_key=random_key(),
+        identity_key=identity_key(),
         backup=b"b",
     )
     sender.call("register_device", **device_fields())
@@ -313,7 +314,7 @@ def _sender_and_reader(process: ServerProcess) -> tuple[WireClient, int]:
         "register",
         username="bob",
         auth_key=auth_key("bob"),
-        identity_key=random_key(),
+        identity_key=identity_key(),
         backup=b"b",
     )
     device = reader.call("register_device", **device_fields())["device_id"]
