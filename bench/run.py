@@ -49,6 +49,8 @@ def server_config(directory: Path, bcrypt_cost: int) -> Path:
                 "request_burst = 100000",
                 "max_connections = 5000",
                 "max_connections_per_address = 5000",
+                # Every benchmark account registers from 127.0.0.1.
+                "register_burst = 100000",
                 "idle_timeout = 600.0",
                 'log_level = "WARNING"',
                 "",

@@ -94,10 +94,51 @@ class ServerConfig:
     max_connections: int = field(
         default=2000, metadata=_help("maximum open connections in total")
     )
-    # NOTE: a lab behind one NAT address needs a higher per-address limit.
     max_connections_per_address: int = field(
         default=64,
-        metadata=_help("maximum open connections from one client IP address"),
+        metadata=_help(
+            "maximum open connections from one client IP address; for a lab "
+            "behind one NAT address, set it to at least twice the number of "
+            "machines, because a reconnecting client may hold its old "
+            "connection until that times out"
+        ),
+    )
+    register_burst: int = field(
+        default=10,
+        metadata=_help(
+            "accounts one client IP address may register at once before "
+            "register_rate applies; for a lab behind one NAT address, set it to "
+            "the number of pupils who register in the same lesson"
+        ),
+    )
+    register_rate: float = field(
+        default=10.0,
+        metadata=_help(
+            "accounts per minute one client IP address may register after the burst"
+        ),
+    )
+    login_free_failures: int = field(
+        default=3,
+        metadata=_help(
+            "failed logins (or reset codes) per account before each further "
+            "attempt must wait; the wait starts at 1 second and doubles with "
+            "each failure, up to login_max_delay"
+        ),
+    )
+    address_free_failures: int = field(
+        default=3,
+        metadata=_help(
+            "failed logins (or reset codes) from one client IP address before "
+            "its attempts must wait in the same way, or 0 to throttle by account "
+            "only; behind a NAT every pupil shares one address, so set it to "
+            "about 10 per pupil, or to 0"
+        ),
+    )
+    login_max_delay: float = field(
+        default=300.0,
+        metadata=_help(
+            "seconds a throttled login must wait at most after the last failure"
+        ),
     )
     request_rate: float = field(
         default=20.0,
@@ -178,6 +219,11 @@ class ServerConfig:
             1_000_000,
         )
         _check_positive("request_rate", self.request_rate)
+        _check_range("register_burst", self.register_burst, 1, 1_000_000)
+        _check_positive("register_rate", self.register_rate)
+        _check_range("login_free_failures", self.login_free_failures, 1, 1_000_000)
+        _check_range("address_free_failures", self.address_free_failures, 0, 1_000_000)
+        _check_positive("login_max_delay", self.login_max_delay)
         _check_range("request_burst", self.request_burst, 1, 1_000_000)
         _check_range("output_soft_limit", self.output_soft_limit, 1, 2**40)
         smallest_hard = self.max_frame_size + HEADER_SIZE + 64 * 1024

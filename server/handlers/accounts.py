@@ -7,10 +7,14 @@ username is checked against a dummy hash, so it costs the same time as a
 wrong key and gets the same ``invalid_credentials`` error.
 
 Throttling: failed attempts are counted per account and per client
-address. After :data:`FREE_FAILURES` failures the next attempt must wait
-``min(2 ** (failures - FREE_FAILURES), MAX_DELAY_S)`` seconds after the last
+address. After ``free`` failures (the settings ``login_free_failures`` and
+``address_free_failures``) the next attempt must wait
+``min(2 ** (failures - free), login_max_delay)`` seconds after the last
 failure, or it gets ``rate_limited`` without being checked. A success
-clears both counts, and counts older than a day are forgotten.
+clears both counts, and counts older than a day are forgotten. With
+``address_free_failures = 0`` addresses are not counted, for labs whose
+machines share one address behind a NAT. ``register`` is limited per
+address by a token bucket (``register_burst``, ``register_rate``).
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ from server.store import User, UsernameTaken
 
 logger = logging.getLogger(__name__)
 
-FREE_FAILURES = 3
-MAX_DELAY_S = 300
+# The throttle delay doubles per failure; past this exponent it is always
+# at the maximum, and 2 ** exponent stays a small number.
+MAX_DELAY_EXPONENT = 30
+# The largest retry_after the protocol allows in an error frame.
+MAX_RETRY_AFTER_S = 86_400
 FORGET_FAILURES_MS = MS_PER_DAY
 RESET_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -78,17 +85,32 @@ def _username(raw: str) -> str:
         raise HandlerError(errors.INVALID_USERNAME, str(exc)) from exc
 
 
+def _throttle_keys(services: Services, account_key: str, address: str) -> list[str]:
+    """Return the failure counter keys of an attempt: account, maybe address."""
+    if services.config.address_free_failures == 0:
+        return [account_key]
+    return [account_key, f"addr:{address}"]
+
+
+def _free_failures(services: Services, key: str) -> int:
+    if key.startswith("addr:"):
+        return services.config.address_free_failures
+    return services.config.login_free_failures
+
+
 def _check_throttle(services: Services, keys: list[str]) -> None:
     now = now_ms()
     counts = services.store.failure_counts(keys, now - FORGET_FAILURES_MS)
-    wait_ms = 0
-    for count, last in counts.values():
-        if count >= FREE_FAILURES:
-            exponent = min(count - FREE_FAILURES, 16)
-            delay_ms = min(2**exponent, MAX_DELAY_S) * 1000
+    max_delay_ms = services.config.login_max_delay * 1000
+    wait_ms = 0.0
+    for key, (count, last) in counts.items():
+        free = _free_failures(services, key)
+        if count >= free:
+            exponent = min(count - free, MAX_DELAY_EXPONENT)
+            delay_ms = min(2**exponent * 1000, max_delay_ms)
             wait_ms = max(wait_ms, last + delay_ms - now)
     if wait_ms > 0:
-        seconds = max(1, math.ceil(wait_ms / 1000))
+        seconds = min(max(1, math.ceil(wait_ms / 1000)), MAX_RETRY_AFTER_S)
         raise HandlerError(
             errors.RATE_LIMITED,
             f"Too many failed attempts; try again in {seconds} seconds.",
@@ -132,6 +154,16 @@ def _logged_in(
 
 def register(services: Services, request: Request) -> Outcome:
     fields = request.fields
+    wait = min(services.register_buckets.take(request.address), MAX_RETRY_AFTER_S)
+    if wait:
+        logger.info(
+            "rejected registration from %s: over the rate limit", request.address
+        )
+        raise HandlerError(
+            errors.RATE_LIMITED,
+            f"Too many new accounts from this address; try again in {wait} seconds.",
+            retry_after=wait,
+        )
     username = _username(fields["username"])
     if services.store.user_by_name(username) is not None:
         raise HandlerError(errors.USERNAME_TAKEN, f"The username {username} is taken.")
@@ -161,7 +193,7 @@ def register(services: Services, request: Request) -> Outcome:
 def login(services: Services, request: Request) -> Outcome:
     fields = request.fields
     username = _username(fields["username"])
-    keys = [f"user:{username}", f"addr:{request.address}"]
+    keys = _throttle_keys(services, f"user:{username}", request.address)
     _check_throttle(services, keys)
     user = services.store.user_by_name(username)
     if not _verify(services, user, fields["auth_key"]):
@@ -224,7 +256,7 @@ def logout(services: Services, request: Request) -> Outcome:
 def change_password(services: Services, request: Request) -> Outcome:
     session = require_session(request)
     fields = request.fields
-    keys = [f"user:{session.username}", f"addr:{request.address}"]
+    keys = _throttle_keys(services, f"user:{session.username}", request.address)
     _check_throttle(services, keys)
 
     user = services.store.user_by_id(session.user_id)
@@ -261,7 +293,7 @@ def change_password(services: Services, request: Request) -> Outcome:
 def redeem_reset(services: Services, request: Request) -> Outcome:
     fields = request.fields
     username = _username(fields["username"])
-    keys = [f"reset:{username}", f"addr:{request.address}"]
+    keys = _throttle_keys(services, f"reset:{username}", request.address)
     _check_throttle(services, keys)
     invalid = HandlerError(
         errors.INVALID_RESET_CODE, "The reset code is invalid or has expired."

@@ -18,6 +18,7 @@ from typing import Any
 from enctalk.protocol import encode_frame, errors, make_error
 from server.attachments import AttachmentStore
 from server.config import ServerConfig
+from server.ratelimit import AddressBuckets
 from server.store import Store
 
 MS_PER_DAY = 86_400_000
@@ -136,6 +137,13 @@ class Services:
     dummy_hash: bytes
     # Opened on first use by server.handlers.attachments.
     attachments: AttachmentStore | None = None
+    # Registrations per client address, refilled per register_rate.
+    register_buckets: AddressBuckets = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.register_buckets = AddressBuckets(
+            self.config.register_burst, self.config.register_rate / 60.0
+        )
 
     @property
     def active_since(self) -> int:

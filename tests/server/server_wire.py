@@ -59,10 +59,15 @@ class WireClient:
         cafile: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         rcvbuf: int | None = None,
+        source: str | None = None,
     ) -> None:
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source is not None:
+            # Another loopback address (Linux routes all of 127.0.0.0/8 to
+            # lo), so the server gets a second client address.
+            raw.bind((source, 0))
         raw.settimeout(timeout)
         raw.connect((HOST, port))
         self.timeout = timeout
