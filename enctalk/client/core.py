@@ -199,6 +199,8 @@ class Client:
 
         self._connection: Connection | None = None
         self._authenticated = threading.Event()
+        # Set once the sync and the outbox flush after an authentication ran.
+        self._ready = threading.Event()
         self._session_error: ClientError | None = None
         # The outcome of each message that send_text may wait for, or the
         # ClientError that stopped it (a failed save).
@@ -301,7 +303,7 @@ class Client:
         self.check_session()
         if self._connection is None:
             self.connect(timeout)
-        while not self._authenticated.is_set():
+        while not (self._authenticated.is_set() and self._ready.is_set()):
             if self._session_error is not None:
                 raise self._session_error
             remaining = deadline - time.monotonic()
@@ -315,7 +317,7 @@ class Client:
                     codes.TIMEOUT,
                     f"Timed out after {timeout:g} s waiting for the server.",
                 )
-            self._authenticated.wait(min(remaining, 0.05))
+            self._ready.wait(min(remaining, 0.05))
 
     def check_session(self) -> None:
         """Raise ClientError unless the profile has a session that has not ended.
@@ -411,6 +413,7 @@ class Client:
             name = reply["username"]
             self._create_state(password, name, aik, reply["token"])
             self._register_device()
+            self._ready.clear()
             self._authenticated.set()
         self._tasks.put(("authenticated",))
         logger.info("registered account %s, device %s", name, self.device_id)
@@ -458,6 +461,7 @@ class Client:
                 self._register_device()
             self._save()
             self._session_error = None
+            self._ready.clear()
             self._authenticated.set()
         self._tasks.put(("authenticated",))
         logger.info("logged in as %s, device %s", name, self.device_id)
@@ -573,6 +577,7 @@ class Client:
                 self._register_device()
             self._save()
             self._session_error = None
+            self._ready.clear()
             self._authenticated.set()
         self._tasks.put(("authenticated",))
         return kept
@@ -1139,6 +1144,7 @@ class Client:
     def _handle_connection_state(self, state: str, data: dict[str, Any]) -> None:
         if state != CONNECTED:
             self._authenticated.clear()
+            self._ready.clear()
         self._emit(CONNECTION_STATE, state=state, **data)
         if state == CONNECTED:
             self._resume_if_needed()
@@ -1179,13 +1185,23 @@ class Client:
             return True
 
     def _after_authenticated(self) -> None:
-        self._maintain_prekeys()
-        with self._lock:
-            # The sync resends every held item, because none was acknowledged.
-            receiving.drop_held_pushes(self)
-            after = int(self._require_state()["last_seq"])
-        self._request("sync", after=after)
-        messaging.flush_outbox(self)
+        """Sync and flush the outbox, then let wait_ready return.
+
+        Every command that waits for the session thus sends the queued
+        messages first, in order, once per connection.
+        """
+        self._ready.clear()
+        try:
+            self._maintain_prekeys()
+            with self._lock:
+                # The sync resends every held item, because none was
+                # acknowledged.
+                receiving.drop_held_pushes(self)
+                after = int(self._require_state()["last_seq"])
+            self._request("sync", after=after)
+            messaging.flush_outbox(self)
+        finally:
+            self._ready.set()
 
 
 def _signed_prekey_fields(signed: Any) -> dict[str, Any]:
