@@ -102,7 +102,8 @@ exit codes:
   4  wrong password, wrong credentials, weak password or ended session
   5  cannot reach the server, or it did not answer in time
   6  server certificate unknown and not accepted, or changed
- 130 interrupted (Ctrl-C)
+ 130 interrupted (Ctrl-C), except listen: Ctrl-C is its normal way to stop,
+     so it exits with 0
 """
 
 
@@ -216,9 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common_options(parser, None)
-    parser.add_argument(
-        "--version", action="version", version=version_text("enctalk")
-    )
+    parser.add_argument("--version", action="version", version=version_text("enctalk"))
     parser.add_argument(
         "--self-test",
         action="store_true",
@@ -248,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("contacts", "list contacts with presence and verification")
     send = add("send", "send a text message and wait for the server's ack")
     send.add_argument("user")
-    send.add_argument("text")
+    send.add_argument(
+        "text", help="the message; - reads it from standard input, to its end"
+    )
     send_audio = add("send-audio", "send a WAV file as a voice message")
     send_audio.add_argument("user")
     send_audio.add_argument("file", type=Path, metavar="FILE.wav")
@@ -283,6 +284,23 @@ def build_parser() -> argparse.ArgumentParser:
     remove = add("remove-device", "remove one of the account's devices")
     remove.add_argument("device_id", type=int)
     return parser
+
+
+# Longer waits are taken as typing mistakes; a listen of 30 days is the limit.
+MAX_TIMEOUT = 30 * 24 * 3600.0
+
+
+def _timeout_seconds(text: str) -> float:
+    """Parse --timeout: a number of seconds above 0 and at most MAX_TIMEOUT."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"{text} must be above 0 and at most {MAX_TIMEOUT:g} seconds"
+        )
+    return value
 
 
 def _add_common_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -329,7 +347,7 @@ def _add_common_options(parser: argparse.ArgumentParser, default: Any) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_timeout_seconds,
         default=value(None),
         metavar="SECONDS",
         help=f"seconds to wait for the server (default {DEFAULT_TIMEOUT:g}); "
@@ -563,7 +581,11 @@ class _Runner:
             if exc.code in _CERTIFICATE_CODES:
                 raise
             reason = _error_text(exc)
-        result = self.client.send_text(self.args.user, self.args.text, self.timeout)
+        text = self.args.text
+        if text == "-":
+            # Read after the password, which --password-stdin takes first.
+            text = self.passwords.stdin.read().rstrip("\n")
+        result = self.client.send_text(self.args.user, text, self.timeout)
         if result.state == "sent":
             self.say(f"Sent (message {result.message_id}).")
             return EXIT_OK

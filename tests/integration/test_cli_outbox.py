@@ -24,3 +24,21 @@ def test_contacts_command_flushes_outbox(server, tmp_path):
     heard = bob.run("--timeout", "3", "listen")
     bodies = [event["body"] for event in events_of(heard, "message_received")]
     assert bodies == ["first offline", "second offline"]
+
+
+def test_send_reads_text_from_stdin(server, tmp_path):
+    alice, bob = register_pair(server, tmp_path)
+    text = "line one\nline two\n"
+    sent = alice.run(
+        "send", "bob", "-", stdin=text, env={"ENCTALK_PASSWORD": alice.password}
+    )
+    assert sent.returncode == 0, sent.stderr
+    heard = bob.run("--timeout", "3", "listen")
+    bodies = [event["body"] for event in events_of(heard, "message_received")]
+    assert bodies == ["line one\nline two"]
+
+    too_long = alice.run(
+        "send", "bob", "-", stdin="x" * 70000, env={"ENCTALK_PASSWORD": alice.password}
+    )
+    assert too_long.returncode == 1
+    assert "the maximum is 65536 bytes" in too_long.stderr
