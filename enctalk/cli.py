@@ -282,8 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("devices", "list the account's devices")
     remove = add("remove-device", "remove one of the account's devices")
-    remove.add_argument("device_id", type=int)
+    remove.add_argument("device_id", type=_device_id)
     return parser
+
+
+# Device ids are positive 32-bit integers on the wire.
+MAX_DEVICE_ID = 2**31 - 1
+
+
+def _device_id(text: str) -> int:
+    """Parse a device id, as the devices command lists them."""
+    if not text.isdigit() or len(text) > 10 or not 1 <= int(text) <= MAX_DEVICE_ID:
+        shown = text if len(text) <= 20 else text[:20] + "..."
+        raise argparse.ArgumentTypeError(
+            f"{shown!r} is not a device id; the devices command lists them"
+        )
+    return int(text)
 
 
 # Longer waits are taken as typing mistakes; a listen of 30 days is the limit.

@@ -109,8 +109,9 @@ def _username(raw: str) -> str:
     try:
         return canonical_username(raw)
     except InvalidUsername as exc:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
         raise ClientError(
-            "invalid_username", f"Invalid username {raw!r}: {exc}"
+            "invalid_username", f"Invalid username {shown!r}: {exc}"
         ) from exc
 
 
@@ -685,6 +686,10 @@ class Client:
                 codes.INVALID_MESSAGE,
                 f"The message is {size} bytes long; the maximum is "
                 f"{MAX_TEXT_BYTES} bytes.",
+            )
+        if name == self.profile.username:
+            raise ClientError(
+                codes.INVALID_USERNAME, "You cannot send messages to yourself."
             )
         timeout = self.timeout if timeout is None else timeout
         message_id = str(uuid.uuid4())

@@ -226,6 +226,14 @@ def connection_error(host: str, port: int, exc: BaseException) -> ClientError:
         reason = "timed out"
     elif isinstance(exc, socket.gaierror):
         reason = f"cannot resolve the host name ({exc.strerror or exc})"
+    elif isinstance(exc, ssl.SSLEOFError) or (
+        isinstance(exc, ssl.SSLError) and exc.reason == "UNEXPECTED_EOF_WHILE_READING"
+    ):
+        reason = (
+            "the server closed the connection during the TLS handshake; it may "
+            "be busy or limiting connections from this computer, so try again "
+            "in a minute"
+        )
     elif isinstance(exc, ssl.SSLError):
         reason = f"TLS handshake failed ({exc.reason or exc})"
     elif isinstance(exc, OSError):
