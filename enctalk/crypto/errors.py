@@ -37,3 +37,15 @@ class BackupError(CryptoError):
 
 class VaultError(CryptoError):
     """The local vault could not be opened: wrong password or corrupt file."""
+
+
+class VaultCorruptError(VaultError):
+    """The vault file is damaged, so no password can open it.
+
+    ``reason`` is a short phrase such as ``"truncated to 0 bytes"`` that a user
+    interface can show next to the file's path.
+    """
+
+    def __init__(self, reason: str, path: object) -> None:
+        super().__init__(f"vault file is damaged ({reason}): {path}")
+        self.reason = reason

@@ -31,7 +31,7 @@ from typing import Any
 
 from enctalk.crypto import aead
 from enctalk.crypto._encoding import uint32
-from enctalk.crypto.errors import DecryptionError, VaultError
+from enctalk.crypto.errors import DecryptionError, VaultCorruptError, VaultError
 from enctalk.crypto.kdf import (
     PBKDF2_ITERATIONS,
     PBKDF2_MAX_ITERATIONS,
@@ -152,17 +152,22 @@ class Vault:
     def unlock(cls, path: Path, password: str) -> "Vault":
         """Open a vault file with the password.
 
-        Raises VaultError for a wrong password, a corrupt file or an
-        unsupported version, and OSError if the file cannot be read.
+        Raises VaultCorruptError for a truncated file or an unsupported
+        version or iteration count, and OSError if the file cannot be read.
+        Raises plain VaultError when the wrapped vault key fails
+        authentication, because AEAD cannot tell a wrong password from a
+        damaged wrap record.
         """
         path = Path(path)
         data = path.read_bytes()
-        if len(data) < _PREFIX_SIZE or data[0] != VAULT_VERSION:
-            raise VaultError(f"not a supported vault file: {path}")
+        if len(data) < _PREFIX_SIZE:
+            raise VaultCorruptError(f"truncated to {len(data)} bytes", path)
+        if data[0] != VAULT_VERSION:
+            raise VaultCorruptError(f"unsupported version {data[0]}", path)
         header = data[:_HEADER_SIZE]
         iterations = int.from_bytes(header[1:5], "big")
         if not PBKDF2_MIN_ITERATIONS <= iterations <= PBKDF2_MAX_ITERATIONS:
-            raise VaultError(f"vault file has an unsupported iteration count: {path}")
+            raise VaultCorruptError(f"unsupported iteration count {iterations}", path)
         wrap_key = derive_password_key(password, header[5:], iterations)
         try:
             vault_key = aead.open_record(
@@ -176,20 +181,22 @@ class Vault:
         return cls(path, vault_key, data[:_PREFIX_SIZE])
 
     def load(self) -> dict[str, Any]:
-        """Read and decrypt the document, raising VaultError if it is corrupt."""
+        """Read and decrypt the document; raise VaultCorruptError if it is damaged."""
         data = self._path.read_bytes()
         try:
             plaintext = aead.open_record(
                 self._vault_key, data[_PREFIX_SIZE:], VAULT_AD_LABEL, VAULT_INFO
             )
         except DecryptionError:
-            raise VaultError(f"vault document is corrupt: {self._path}") from None
+            raise VaultCorruptError(
+                "document failed authentication", self._path
+            ) from None
         try:
             document = json.loads(plaintext.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise VaultError(f"vault document is not JSON: {self._path}") from None
+            raise VaultCorruptError("document is not JSON", self._path) from None
         if not isinstance(document, dict):
-            raise VaultError(f"vault document is not a JSON object: {self._path}")
+            raise VaultCorruptError("document is not a JSON object", self._path)
         return document
 
     def save(self, document: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from enctalk.crypto.errors import VaultError
+from enctalk.crypto.errors import VaultCorruptError, VaultError
 from enctalk.crypto.kdf import PBKDF2_MIN_ITERATIONS
 from enctalk.crypto.vault import Vault
 
@@ -106,3 +106,33 @@ def test_vault_unlock_rejects_foreign_file(tmp_path: Path) -> None:
 def test_vault_unlock_missing_file_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         Vault.unlock(tmp_path / "missing.bin", "password")
+
+
+@pytest.mark.parametrize("size", [0, 1, 20, 116])
+def test_vault_unlock_truncated_file_raises_corrupt(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "vault.bin"
+    Vault.create(path, "password", ITERATIONS)
+    path.write_bytes(path.read_bytes()[:size])
+    with pytest.raises(VaultCorruptError) as caught:
+        Vault.unlock(path, "password")
+    assert caught.value.reason == f"truncated to {size} bytes"
+
+
+def test_vault_damaged_document_raises_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "vault.bin"
+    vault = Vault.create(path, "password", ITERATIONS)
+    vault.save(DOCUMENT)
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0x10
+    path.write_bytes(bytes(data))
+    opened = Vault.unlock(path, "password")
+    with pytest.raises(VaultCorruptError):
+        opened.load()
+
+
+def test_vault_wrong_password_is_not_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "vault.bin"
+    Vault.create(path, "password", ITERATIONS)
+    with pytest.raises(VaultError) as caught:
+        Vault.unlock(path, "other password")
+    assert not isinstance(caught.value, VaultCorruptError)
