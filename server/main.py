@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from enctalk.version import version_text
 from server.admin import run_admin
 from server.app import Server
 from server.certs import CertificateError
@@ -60,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML file of settings (the keys are the long option names with _); "
         "flags override it",
     )
+    parser.add_argument(
+        "--version", action="version", version=version_text("enctalk-server")
+    )
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check the libraries, the crypto and TLS, then exit",
+    )
     _add_setting_flags(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     admin = commands.add_parser(
@@ -92,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``run_server.py``; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.self_test:
+        from server.selftest import run_server_self_test
+
+        return run_server_self_test(sys.stdout)
     overrides = {item.name: getattr(args, item.name, None) for item in setting_fields()}
     try:
         config = build_config(args.config, overrides)

@@ -30,6 +30,7 @@ from enctalk.client.errors import ClientError
 from enctalk.client.events import Event
 from enctalk.client.profile import Profile, default_profile_dir
 from enctalk.ui import theme
+from enctalk.ui.about_dialog import add_help_menu
 from enctalk.ui.formatting import certificate_fingerprints, friendly_error
 from enctalk.ui.login import LoginView
 from enctalk.ui.main_window import MainWindow, latest_activity
@@ -126,7 +127,9 @@ class App:
     def show_login(self, error: str = "") -> None:
         if self.view is not None:
             self.view.destroy()
-        self.root.configure(menu=tk.Menu(self.root))
+        menu = tk.Menu(self.root)
+        add_help_menu(menu, self.root)
+        self.root.configure(menu=menu)
         self.root.title("EncTalk")
         view = LoginView(self.root, self.saved_server, self.saved_username, self.login)
         view.pack(fill="both", expand=True)

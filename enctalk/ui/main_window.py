@@ -21,6 +21,7 @@ from enctalk.client.attachments import ATTACHMENT_PROGRESS
 from enctalk.client.core import Contact
 from enctalk.client.history import HistoryEntry
 from enctalk.ui import theme, viewmodel
+from enctalk.ui.about_dialog import add_help_menu
 from enctalk.ui.audio_panel import AudioControls
 from enctalk.ui.conversation import ConversationView, entry_key
 from enctalk.ui.formatting import (
@@ -119,6 +120,7 @@ class MainWindow(ttk.Frame):
             command=self.play_latest,
         )
         menu.add_cascade(label="Conversation", menu=conversation, underline=0)
+        add_help_menu(menu, top)
 
         top.configure(menu=menu)
         self.menu = menu
