@@ -34,7 +34,7 @@ from enctalk.client import errors as codes
 from enctalk.client import messaging, receiving
 from enctalk.client.address import format_server_address, parse_server_address
 from enctalk.client.connection import CONNECTED, Connection
-from enctalk.client.errors import ClientError, save_failed
+from enctalk.client.errors import ClientError, profile_damaged, save_failed
 from enctalk.client.events import (
     CONNECTION_STATE,
     DELIVERY_UPDATED,
@@ -58,7 +58,12 @@ from enctalk.client.trust import ConfirmServer, ServerTrust, certificate_fingerp
 from enctalk.crypto import backup as key_backup
 from enctalk.crypto import safety
 from enctalk.crypto import session as e2e
-from enctalk.crypto.errors import BackupError, CryptoError, VaultError
+from enctalk.crypto.errors import (
+    BackupError,
+    CryptoError,
+    VaultCorruptError,
+    VaultError,
+)
 from enctalk.crypto.kdf import derive_auth_key
 from enctalk.crypto.keys import (
     ONE_TIME_PREKEY_COUNT,
@@ -77,6 +82,15 @@ STATE_FORMAT = 1
 RETRY_DELAY = 2.0
 # Text only; the protocol's payload limit (768 KiB) is far larger.
 MAX_TEXT_BYTES = 64 * 1024
+
+# The vault document's entries that the client reads without a check.
+_STATE_TYPES: dict[str, type] = {
+    "username": str,
+    "contacts": dict,
+    "devices": dict,
+    "outbox": list,
+    "last_seq": int,
+}
 
 _SESSION_ENDED = frozenset({"invalid_session", "account_disabled"})
 _SESSION_ENDED_MESSAGES = {
@@ -120,6 +134,15 @@ def _default_device_name() -> str:
         return socket.gethostname()[:64] or "computer"
     except OSError:
         return "computer"
+
+
+def _vault_damaged(path: Path, reason: str) -> ClientError:
+    return profile_damaged(
+        "vault file",
+        path,
+        reason,
+        "Restore it from a backup, or start a new profile with --profile.",
+    )
 
 
 def _key_fingerprint(key: bytes) -> str:
@@ -180,6 +203,7 @@ class Client:
             server_fingerprint=server_fingerprint,
             confirm_server=confirm_server,
             use_system_trust=use_system_trust,
+            settings_path=self.profile.settings_path,
         )
 
         self._lock = threading.RLock()
@@ -265,14 +289,24 @@ class Client:
                     f"The profile {self.profile.directory} has no account yet; "
                     "run register or login first.",
                 )
+            path = self.profile.vault_path
             try:
-                vault = Vault.unlock(self.profile.vault_path, password)
+                vault = Vault.unlock(path, password)
+                document = vault.load()
+            except VaultCorruptError as exc:
+                raise _vault_damaged(path, exc.reason) from exc
             except VaultError as exc:
                 raise ClientError(
                     codes.WRONG_PASSWORD,
                     "Wrong password: it does not open this profile's local data.",
                 ) from exc
-            self._load_state(vault, vault.load())
+            except OSError as exc:
+                raise ClientError(
+                    codes.PROFILE_INVALID,
+                    f"Cannot read the profile's vault file {path}: "
+                    f"{exc.strerror or exc}.",
+                ) from exc
+            self._load_state(vault, document)
 
     def connect(self, timeout: float | None = None) -> None:
         """Connect to the server, pinning its certificate on first contact.
@@ -879,6 +913,10 @@ class Client:
         self._save()
 
     def _load_state(self, vault: Vault, state: dict[str, Any]) -> None:
+        for key, kind in _STATE_TYPES.items():
+            if not isinstance(state.get(key), kind):
+                reason = f"the {key!r} entry is missing or invalid"
+                raise _vault_damaged(self.profile.vault_path, reason)
         try:
             self._aik = AccountIdentity.from_private_bytes(_unb64(state["aik"]))
             device = state.get("device")
@@ -889,10 +927,8 @@ class Client:
             }
             history_key = _unb64(state["history_key"])
         except (KeyError, TypeError, ValueError, CryptoError) as exc:
-            raise ClientError(
-                codes.PROFILE_INVALID,
-                f"The vault of {self.profile.directory} is damaged ({exc}).",
-            ) from exc
+            reason = "a stored key is invalid"
+            raise _vault_damaged(self.profile.vault_path, reason) from exc
         self._vault = vault
         self._state = state
         if self._history is None:

@@ -55,3 +55,13 @@ def save_failed(path: object, exc: BaseException) -> ClientError:
         f"Cannot save the profile: writing {path} failed ({reason}). Check that "
         "the profile directory is writable and the disk is not full.",
     )
+
+
+def profile_damaged(
+    description: str, path: object, reason: str, remedy: str
+) -> ClientError:
+    """Return the ClientError for a profile file whose content is unusable."""
+    return ClientError(
+        PROFILE_INVALID,
+        f"The profile's {description} {path} is damaged ({reason}). {remedy}",
+    )

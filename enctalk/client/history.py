@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from enctalk.client.errors import save_failed
+from enctalk.client.errors import ClientError, profile_damaged, save_failed
 from enctalk.crypto.aead import open_record, seal_record
 from enctalk.crypto.errors import DecryptionError
 from enctalk.crypto.kdf import hkdf
@@ -122,6 +122,7 @@ class HistoryStore:
     Methods are safe to call from any thread; a lock serializes them on
     one connection. Every write commits before it returns, and a write
     that fails raises ClientError ``save_failed`` with nothing changed.
+    Any call on a damaged file raises ClientError ``profile_invalid``.
     """
 
     def __init__(self, path: Path, history_key: bytes) -> None:
@@ -135,12 +136,42 @@ class HistoryStore:
         self._path = path
         self._lock = threading.Lock()
         new_file = not path.exists()
-        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
         if new_file and os.name == "posix":
             os.chmod(path, 0o600)
-        self._db.execute("PRAGMA secure_delete = ON")
-        self._db.executescript(_SCHEMA)
-        self._db.commit()
+        try:
+            self._db.execute("PRAGMA secure_delete = ON")
+            self._db.executescript(_SCHEMA)
+            self._db.commit()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> ClientError:
+        """Return the ClientError for a failed SQLite call on the history file.
+
+        SQLite raises the base DatabaseError, not a subclass, for a file
+        that is not a database or whose pages are malformed.
+        """
+        if type(exc) is sqlite3.DatabaseError:
+            return profile_damaged(
+                "history file",
+                self._path,
+                str(exc),
+                "Move it away to start with an empty history, or restore it "
+                "from a backup.",
+            )
+        return save_failed(self._path, exc)
+
+    def _fetch(self, query: str, params: tuple[Any, ...]) -> list[Any]:
+        """Run a read query; the caller holds the lock."""
+        try:
+            return self._db.execute(query, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def close(self) -> None:
         with self._lock:
@@ -198,7 +229,7 @@ class HistoryStore:
                 return False
             except sqlite3.Error as exc:
                 self._db.rollback()
-                raise save_failed(self._path, exc) from exc
+                raise self._error(exc) from exc
             self._commit()
         return True
 
@@ -207,33 +238,33 @@ class HistoryStore:
             self._db.commit()
         except sqlite3.Error as exc:
             self._db.rollback()
-            raise save_failed(self._path, exc) from exc
+            raise self._error(exc) from exc
 
     def _notice_sort_key(self, conversation: bytes) -> int:
-        row = self._db.execute(
+        rows = self._fetch(
             "SELECT MAX(sort_key) FROM history WHERE conversation = ?",
             (conversation,),
-        ).fetchone()
-        newest = row[0] if row and row[0] is not None else 0
+        )
+        newest = rows[0][0] if rows and rows[0][0] is not None else 0
         return newest + 1 if newest % 2 == 0 else newest
 
     def contains(self, message_id: str) -> bool:
         with self._lock:
-            row = self._db.execute(
+            rows = self._fetch(
                 "SELECT 1 FROM history WHERE message_index = ?",
                 (self._message_index(message_id),),
-            ).fetchone()
-        return row is not None
+            )
+        return bool(rows)
 
     def find(self, message_id: str) -> HistoryEntry | None:
         with self._lock:
-            row = self._db.execute(
+            rows = self._fetch(
                 "SELECT conversation, record FROM history WHERE message_index = ?",
                 (self._message_index(message_id),),
-            ).fetchone()
-        if row is None:
+            )
+        if not rows:
             return None
-        return self._open(row[0], row[1])
+        return self._open(rows[0][0], rows[0][1])
 
     def update(self, message_id: str, **changes: Any) -> HistoryEntry | None:
         """Change fields of the entry with ``message_id``; return the new entry.
@@ -243,12 +274,13 @@ class HistoryStore:
         """
         index = self._message_index(message_id)
         with self._lock:
-            row = self._db.execute(
+            rows = self._fetch(
                 "SELECT conversation, record FROM history WHERE message_index = ?",
                 (index,),
-            ).fetchone()
-            if row is None:
+            )
+            if not rows:
                 return None
+            row = rows[0]
             old = self._open(row[0], row[1])
             if old is None:
                 return None
@@ -263,7 +295,7 @@ class HistoryStore:
                 )
             except sqlite3.Error as exc:
                 self._db.rollback()
-                raise save_failed(self._path, exc) from exc
+                raise self._error(exc) from exc
             self._commit()
         return entry
 
@@ -289,6 +321,6 @@ class HistoryStore:
             query += " LIMIT ?"
             params += (limit,)
         with self._lock:
-            rows = self._db.execute(query, params).fetchall()
+            rows = self._fetch(query, params)
         entries = [self._open(conversation, row[0]) for row in reversed(rows)]
         return [entry for entry in entries if entry is not None]

@@ -24,9 +24,14 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from enctalk.client.errors import PROFILE_INVALID, ClientError, save_failed
+from enctalk.client.errors import (
+    PROFILE_INVALID,
+    ClientError,
+    profile_damaged,
+    save_failed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +83,37 @@ def write_private_file(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _settings_problem(settings: dict[str, Any]) -> str | None:
+    """Describe the first invalid value in ``settings``, or return None.
+
+    A value that the client wrote itself can only be invalid in a damaged
+    file, so it is reported rather than replaced by a default.
+    """
+    server = settings.get("server")
+    if server is not None:
+        if not isinstance(server, dict):
+            return "the server address is not an object"
+        host, port = server.get("host"), server.get("port")
+        if not isinstance(host, str) or not host:
+            return f"the server host {host!r} is not a host name"
+        if not _is_int(port) or not 1 <= port <= 65535:
+            return f"the server port {port!r} is not an integer from 1 to 65535"
+    username = settings.get("username")
+    if username is not None and not isinstance(username, str):
+        return f"the username {username!r} is not a string"
+    device_id = settings.get("device_id")
+    if device_id is not None and not (_is_int(device_id) and device_id > 0):
+        return f"the device id {device_id!r} is not a positive integer"
+    if not isinstance(settings["known_servers"], dict):
+        # Never reset to empty: that would drop every certificate pin.
+        return "the pinned server certificates (known_servers) are not an object"
+    return None
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Profile:
@@ -138,8 +174,16 @@ class Profile:
             raise ClientError(
                 PROFILE_INVALID, f"{self.settings_path} does not contain an object."
             )
-        if not isinstance(settings.get("known_servers"), dict):
-            settings["known_servers"] = {}
+        settings.setdefault("known_servers", {})
+        problem = _settings_problem(settings)
+        if problem is not None:
+            raise profile_damaged(
+                "settings file",
+                self.settings_path,
+                problem,
+                "Correct that value, restore the file from a backup, or start a "
+                "new profile with --profile.",
+            )
         return settings
 
     def save(self) -> None:

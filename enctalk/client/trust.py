@@ -30,6 +30,7 @@ from enctalk.client.errors import (
     CERTIFICATE_REJECTED,
     CONNECTION_FAILED,
     ClientError,
+    profile_damaged,
 )
 from enctalk.client.system_ca import load_system_ca
 
@@ -57,6 +58,20 @@ def normalize_fingerprint(text: str) -> str:
             "optionally after 'SHA256:' and with colons)"
         )
     return "SHA256:" + ":".join(hex_digits[i : i + 2] for i in range(0, 64, 2))
+
+
+def _pinned_certificate(entry: object) -> bytes | None:
+    """Return the DER bytes of a known_servers entry, or None if unreadable."""
+    if not isinstance(entry, dict):
+        return None
+    text = entry.get("certificate")
+    if not isinstance(text, str):
+        return None
+    try:
+        der = base64.b64decode(text, altchars=b"-_", validate=True)
+    except ValueError:
+        return None
+    return der or None
 
 
 def _base_context() -> ssl.SSLContext:
@@ -96,8 +111,11 @@ class ServerTrust:
         server_fingerprint: str | None = None,
         confirm_server: ConfirmServer | None = None,
         use_system_trust: bool = False,
+        settings_path: object = "the profile's settings file",
     ) -> None:
         self.known_servers = known_servers
+        # Named in the error for a damaged pin.
+        self.settings_path = settings_path
         self.accept_new_server = accept_new_server
         self.server_fingerprint = (
             normalize_fingerprint(server_fingerprint) if server_fingerprint else None
@@ -106,14 +124,26 @@ class ServerTrust:
         self.use_system_trust = use_system_trust
 
     def pinned(self, host: str, port: int) -> tuple[str, bytes] | None:
-        """Return the pinned ``(fingerprint, der)`` for the address, if any."""
-        entry = self.known_servers.get(format_server_address(host, port))
-        if not isinstance(entry, dict):
+        """Return the pinned ``(fingerprint, der)`` for the address, if any.
+
+        Raises ClientError ``profile_invalid`` for a damaged entry, because
+        treating it as missing would pin whatever certificate comes next.
+        """
+        address = format_server_address(host, port)
+        entry = self.known_servers.get(address)
+        if entry is None:
             return None
-        try:
-            der = base64.urlsafe_b64decode(entry["certificate"])
-        except (KeyError, ValueError, TypeError):
-            return None
+        der = _pinned_certificate(entry)
+        if der is None or entry.get("fingerprint") != certificate_fingerprint(der):
+            raise profile_damaged(
+                "pinned certificate of",
+                address,
+                f"its entry in {self.settings_path} is unreadable or does not "
+                "match its fingerprint",
+                f"Restore {self.settings_path} from a backup. Only if your "
+                "teacher confirms the server's fingerprint, run "
+                "'run_client.py forget-server' and connect again to pin it anew.",
+            )
         return certificate_fingerprint(der), der
 
     def ensure_pinned(self, host: str, port: int, timeout: float) -> bool:

@@ -2,6 +2,9 @@ import os
 import sqlite3
 import stat
 
+import pytest
+
+from enctalk.client.errors import ClientError
 from enctalk.client.history import HistoryEntry, HistoryStore
 
 KEY = bytes(range(32))
@@ -111,3 +114,34 @@ def test_history_pages_back_before_server_seq(tmp_path):
     page = store.conversation("bob", limit=3, before_seq=6)
     assert [item.body for item in page] == ["m3", "m4", "m5"]
     assert store.conversation("bob", before_seq=1) == []
+
+
+def test_history_random_bytes_file_raises_profile_invalid(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(ClientError) as info:
+        HistoryStore(path, KEY)
+    assert info.value.code == "profile_invalid"
+    assert str(path) in info.value.message
+    assert "is damaged" in info.value.message
+
+
+def test_history_damaged_page_raises_profile_invalid(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    store = HistoryStore(path, KEY)
+    for seq in range(1, 200):
+        store.add(entry(seq, "x" * 200, f"00000000-0000-4000-8000-{seq:012d}"))
+    store.close()
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    data[page_size:] = os.urandom(len(data) - page_size)
+    path.write_bytes(bytes(data))
+
+    store = HistoryStore(path, KEY)
+    try:
+        with pytest.raises(ClientError) as info:
+            store.conversation("bob")
+        assert info.value.code == "profile_invalid"
+        assert str(path) in info.value.message
+    finally:
+        store.close()

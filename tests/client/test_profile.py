@@ -1,3 +1,4 @@
+import json
 import os
 import stat
 from pathlib import Path
@@ -57,3 +58,47 @@ def test_profile_corrupt_settings_raises_profile_invalid(tmp_path):
     with pytest.raises(ClientError) as info:
         Profile(directory)
     assert info.value.code == "profile_invalid"
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"server": {"host": "lab", "port": "5443x"}}, "server port '5443x'"),
+        ({"server": {"host": "lab", "port": 0}}, "server port 0"),
+        ({"server": {"host": "lab", "port": True}}, "server port True"),
+        ({"server": {"host": 7, "port": 5443}}, "server host 7"),
+        ({"server": "lab:5443"}, "server address is not an object"),
+        ({"username": 12}, "username 12"),
+        ({"device_id": "3"}, "device id '3'"),
+        ({"known_servers": []}, "known_servers"),
+        ({"known_servers": None}, "known_servers"),
+    ],
+)
+def test_profile_invalid_setting_raises_profile_invalid(tmp_path, settings, problem):
+    directory = tmp_path / "p"
+    directory.mkdir()
+    path = directory / "settings.json"
+    path.write_text(json.dumps({"version": 1, **settings}))
+    with pytest.raises(ClientError) as info:
+        Profile(directory)
+    assert info.value.code == "profile_invalid"
+    assert str(path) in info.value.message
+    assert problem in info.value.message
+    assert "--profile" in info.value.message
+
+
+def test_profile_damaged_known_servers_is_kept_on_disk(tmp_path):
+    directory = tmp_path / "p"
+    directory.mkdir()
+    path = directory / "settings.json"
+    path.write_text('{"known_servers": "damaged"}')
+    with pytest.raises(ClientError):
+        Profile(directory)
+    assert path.read_text() == '{"known_servers": "damaged"}'
+
+
+def test_profile_without_known_servers_starts_empty(tmp_path):
+    directory = tmp_path / "p"
+    directory.mkdir()
+    (directory / "settings.json").write_text('{"version": 1}')
+    assert Profile(directory).known_servers == {}
