@@ -176,7 +176,14 @@ def check_tk() -> str:
     return f"Tk {tkinter.TkVersion}, Tcl library {library}"
 
 
+def check_password_list() -> str:
+    from enctalk.client.passwords import common_passwords
+
+    return f"{len(common_passwords())} common passwords to reject"
+
+
 CLIENT_CHECKS: tuple[Check, ...] = (
+    ("password list", check_password_list),
     ("crypto known-answer tests", check_known_answers),
     ("cryptography", check_cryptography),
     ("TLS 1.3", check_tls),

@@ -78,6 +78,19 @@ class ServerConfig:
     log_level: str = field(
         default="INFO", metadata=_help("log level: DEBUG, INFO, WARNING or ERROR")
     )
+    log_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "file to write the log to, rotated by size; unset means standard error"
+        ),
+    )
+    log_max_bytes: int = field(
+        default=10 * 1024 * 1024,
+        metadata=_help("bytes after which log_file is rotated"),
+    )
+    log_backup_count: int = field(
+        default=5, metadata=_help("rotated log files kept beside log_file")
+    )
     max_frame_size: int = field(
         default=DEFAULT_MAX_FRAME_SIZE,
         metadata=_help("maximum frame body size in bytes"),
@@ -242,6 +255,8 @@ class ServerConfig:
         _check_range("max_attachment_size", self.max_attachment_size, 1, 2**62)
         _check_range("attachment_quota", self.attachment_quota, 1, 2**62)
         _check_positive("attachment_retention_days", self.attachment_retention_days)
+        _check_range("log_max_bytes", self.log_max_bytes, 1024, 2**40)
+        _check_range("log_backup_count", self.log_backup_count, 0, 1000)
         if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, "
@@ -268,7 +283,7 @@ def setting_fields() -> list[dataclasses.Field[Any]]:
 
 def _field_kind(config_field: dataclasses.Field[Any]) -> type:
     default = config_field.default
-    if config_field.name in ("data_dir", "cert_file", "key_file"):
+    if config_field.name in ("data_dir", "cert_file", "key_file", "log_file"):
         return Path
     return type(default)
 

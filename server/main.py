@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import signal
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from server.certs import CertificateError
 from server.config import (
     LOG_LEVELS,
     ConfigError,
+    ServerConfig,
     build_config,
     default_data_dir,
     setting_fields,
@@ -110,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         config = build_config(args.config, overrides)
     except ConfigError as exc:
         parser.error(str(exc))
-    logging.basicConfig(level=config.log_level, format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        _configure_logging(config)
+    except OSError as exc:
+        parser.error(f"cannot open log_file {config.log_file}: {exc.strerror or exc}")
     if args.command == "admin":
         return run_admin(
             args.admin_command,
@@ -121,6 +126,24 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(config)
     except KeyboardInterrupt:
         return 130
+
+
+def _configure_logging(config: ServerConfig) -> None:
+    """Log to standard error, or to ``log_file`` rotated by size."""
+    if config.log_file is None:
+        logging.basicConfig(
+            level=config.log_level, format=LOG_FORMAT, stream=sys.stderr
+        )
+        return
+    config.log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        config.log_file,
+        maxBytes=config.log_max_bytes,
+        backupCount=config.log_backup_count,
+        encoding="utf-8",
+    )
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=config.log_level, handlers=[handler])
 
 
 def _serve(config: Any) -> int:
