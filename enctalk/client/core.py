@@ -726,6 +726,10 @@ class Client:
                 codes.INVALID_USERNAME, "You cannot send messages to yourself."
             )
         timeout = self.timeout if timeout is None else timeout
+        with self._lock:
+            self._require_state()
+            self.check_session()
+        self._require_contact(name, timeout)
         message_id = str(uuid.uuid4())
         sent_at = _now_ms()
         with self._lock:
@@ -791,6 +795,33 @@ class Client:
         if isinstance(outcome, ClientError):
             raise outcome
         return outcome
+
+    def _require_contact(self, name: str, timeout: float) -> None:
+        """Raise ClientError ``unknown_contact`` unless ``name`` is a contact.
+
+        A name missing from the local contact list is looked up on the
+        server, because it may have become a contact on another device.
+        """
+        with self._lock:
+            if name in self._require_state()["contacts"]:
+                return
+        try:
+            self.wait_ready(timeout)
+            listed = {contact.username for contact in self.contacts()}
+        except ClientError as exc:
+            if exc.code in _SESSION_ENDED or exc.code.startswith("certificate_"):
+                raise
+            raise ClientError(
+                codes.UNKNOWN_CONTACT,
+                f"{name} is not in the local contact list, and the server could "
+                f"not be checked: {exc.message} Add them with add-contact once "
+                "the server is reachable.",
+            ) from exc
+        if name not in listed:
+            raise ClientError(
+                codes.UNKNOWN_CONTACT,
+                f"{name} is not a contact; add them first with add-contact.",
+            )
 
     def history(
         self,

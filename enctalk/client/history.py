@@ -299,6 +299,20 @@ class HistoryStore:
             self._commit()
         return entry
 
+    def remove(self, message_id: str) -> bool:
+        """Delete the entry with ``message_id``; return False if none is stored."""
+        with self._lock:
+            try:
+                cursor = self._db.execute(
+                    "DELETE FROM history WHERE message_index = ?",
+                    (self._message_index(message_id),),
+                )
+            except sqlite3.Error as exc:
+                self._db.rollback()
+                raise self._error(exc) from exc
+            self._commit()
+        return cursor.rowcount > 0
+
     def conversation(
         self, peer: str, limit: int | None = None, before_seq: int | None = None
     ) -> list[HistoryEntry]:

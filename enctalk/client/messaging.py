@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 MAX_SEND_ATTEMPTS = 4
 
+# Server error codes that mean the recipient is not a contact, so the
+# message is dropped from the history as well as from the outbox.
+_NOT_A_CONTACT_ERRORS = frozenset({"not_a_contact", "user_not_found"})
+
 # Server error codes after which resending the same message cannot help.
 _PERMANENT_SEND_ERRORS = frozenset(
     {
@@ -91,7 +95,8 @@ def _flush_item(client: Client, item: dict[str, Any]) -> bool:
                 # errors (busy, rate_limited, timeout) need a timer.
                 client._schedule(("flush",), exc.retry_after)
             return False
-        _finish_send(client, item, FAILED, error=exc.message)
+        keep = exc.code not in _NOT_A_CONTACT_ERRORS
+        _finish_send(client, item, FAILED, error=exc.message, keep_history=keep)
         return True
     except (CryptoError, ValueError) as exc:
         # A bundle or session that cannot encrypt would fail the
@@ -124,12 +129,16 @@ def _finish_send(
     outcome: str,
     reply: dict[str, Any] | None = None,
     error: str | None = None,
+    keep_history: bool = True,
 ) -> None:
     changes: dict[str, Any] = {"state": outcome}
     if reply is not None:
         changes["server_seq"] = reply["server_seq"]
         changes["server_time"] = reply["server_time"]
-    client._require_history().update(item["message_id"], **changes)
+    if keep_history:
+        client._require_history().update(item["message_id"], **changes)
+    else:
+        client._require_history().remove(item["message_id"])
 
     # On a failed save the message stays in the outbox, in memory as on disk.
     state = client._require_state()

@@ -23,6 +23,14 @@ def profile_dir(tmp_path):
     client = make_offline_client(tmp_path / "profile")
     aik = AccountIdentity.generate()
     client._create_state(PASSWORD, "alice", aik, TOKEN)
+    # Sending needs a contact, and offline the local contact list is all
+    # the client can check.
+    bob_key = AccountIdentity.generate().public_bytes()
+    client._require_state()["contacts"]["bob"] = {
+        "identity_key": base64.urlsafe_b64encode(bob_key).decode("ascii"),
+        "verified": False,
+    }
+    client._save()
     client.close()
     return tmp_path / "profile", aik
 
@@ -102,3 +110,17 @@ def test_send_text_rejects_oversized_and_empty_messages(profile_dir):
     assert too_long.value.code == "invalid_message"
     assert empty.value.code == "invalid_message"
     assert outbox == []
+
+
+def test_send_text_offline_to_unknown_user_stores_nothing(profile_dir):
+    client = make_offline_client(profile_dir[0])
+    try:
+        client.unlock(PASSWORD)
+        with pytest.raises(ClientError) as info:
+            client.send_text("carol", "hello", timeout=0.1)
+        assert info.value.code == "unknown_contact"
+        assert "carol" in info.value.message
+        assert client.outbox() == []
+        assert client.history("carol") == []
+    finally:
+        client.close()
