@@ -331,8 +331,8 @@ def _add_common_options(parser: argparse.ArgumentParser, default: Any) -> None:
         "--server",
         default=value(None),
         metavar="HOST[:PORT]",
-        help="server address, saved in the profile; default port 5443, "
-        "IPv6 in brackets",
+        help="server address, saved in the profile once a connection to it "
+        "succeeds; default port 5443, IPv6 in brackets",
     )
     parser.add_argument(
         "--accept-new-server",

@@ -163,12 +163,13 @@ class Client:
     """The EncTalk client core for one profile.
 
     ``profile_dir`` defaults to the platform's user data directory.
-    ``server`` (``HOST[:PORT]``) is saved in the profile; without it the
-    saved address is used. An unknown server certificate is pinned when
-    its fingerprint equals ``server_fingerprint``, when
-    ``accept_new_server`` is true, or when ``confirm_server(address,
-    fingerprint)`` returns true. ``use_system_trust`` checks a CA-signed
-    server certificate against the system trust store instead of pinning.
+    ``server`` (``HOST[:PORT]``) is saved in the profile after the first
+    successful connection to it; without it the saved address is used.
+    An unknown server certificate is pinned when its fingerprint equals
+    ``server_fingerprint``, when ``accept_new_server`` is true, or when
+    ``confirm_server(address, fingerprint)`` returns true.
+    ``use_system_trust`` checks a CA-signed server certificate against the
+    system trust store instead of pinning.
 
     Events go to ``events`` (a new queue unless given). Every method is
     thread-safe and blocks at most about ``timeout`` seconds per server
@@ -189,9 +190,9 @@ class Client:
         device_name: str | None = None,
     ) -> None:
         self.profile = Profile(profile_dir or default_profile_dir())
-        if server is not None:
-            self.profile.server = parse_server_address(server)
-            self.profile.save()
+        # Saved in the profile only once a connection to it succeeds, so a
+        # mistyped address does not replace a working one.
+        self._server_override = None if server is None else parse_server_address(server)
         self.events: queue.Queue[Event] = (
             events if events is not None else queue.Queue()
         )
@@ -320,6 +321,7 @@ class Client:
         self._start_connection(timeout)
         assert self._connection is not None
         self._connection.wait_connected(timeout)
+        self._remember_server()
 
     def start(self, timeout: float | None = None) -> None:
         """Start connecting in the background; return without waiting."""
@@ -404,7 +406,20 @@ class Client:
             return name
 
     def _server_address(self) -> tuple[str, int] | None:
-        return self.profile.server
+        """Return the ``server`` argument, else the address saved in the profile."""
+        return self._server_override or self.profile.server
+
+    def _remember_server(self) -> None:
+        """Save the ``server`` argument in the profile after a connection to it."""
+        address = self._server_override
+        if address is None:
+            return
+        with self._lock:
+            if self.profile.server == address:
+                return
+            self.profile.server = address
+            self.profile.save()
+        logger.info("saved server address %s", format_server_address(*address))
 
     def close(self) -> None:
         """Stop the connection and the worker and close the history; idempotent."""
@@ -1141,7 +1156,7 @@ class Client:
         with self._lock:
             if self._connection is not None:
                 return
-            address = self.profile.server
+            address = self._server_address()
             if address is None:
                 raise ClientError(
                     codes.NO_SERVER,
@@ -1219,6 +1234,7 @@ class Client:
             self._ready.clear()
         self._emit(CONNECTION_STATE, state=state, **data)
         if state == CONNECTED:
+            self._remember_server()
             self._resume_if_needed()
 
     def _resume_if_needed(self) -> None:
