@@ -11,6 +11,7 @@ import argparse
 import logging
 import logging.handlers
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from enctalk.version import version_text
 from server.admin import run_admin
 from server.app import Server
+from server.backup import BackupError, create_backup, restore_backup
 from server.certs import CertificateError
 from server.config import (
     LOG_LEVELS,
@@ -27,6 +29,7 @@ from server.config import (
     default_data_dir,
     setting_fields,
 )
+from server.lockfile import DataDirLock, DataDirLocked
 from server.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -96,6 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         action = actions.add_parser(name, help=help_text)
         action.add_argument("username", metavar="USER")
+    backup = actions.add_parser(
+        "backup",
+        help="copy the database (online), certificate, key and attachments to DEST",
+    )
+    backup.add_argument("destination", type=Path, metavar="DEST")
+    restore = actions.add_parser(
+        "restore",
+        help="restore a backup into the data directory (the server must be stopped)",
+    )
+    restore.add_argument("source", type=Path, metavar="SRC")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="move a non-empty data directory aside to DIR.before-restore-TIME "
+        "instead of stopping",
+    )
     return parser
 
 
@@ -116,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         _configure_logging(config)
     except OSError as exc:
         parser.error(f"cannot open log_file {config.log_file}: {exc.strerror or exc}")
+    if args.command == "admin" and args.admin_command in ("backup", "restore"):
+        return run_backup_command(args, config.resolved_data_dir())
     if args.command == "admin":
         return run_admin(
             args.admin_command,
@@ -126,6 +147,29 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(config)
     except KeyboardInterrupt:
         return 130
+
+
+def run_backup_command(args: argparse.Namespace, data_dir: Path) -> int:
+    """Run ``admin backup`` or ``admin restore``; return the exit status."""
+    try:
+        if args.admin_command == "backup":
+            manifest = create_backup(data_dir, args.destination)
+            print(
+                f"backed up {len(manifest['files'])} files from {data_dir} "
+                f"to {args.destination}"
+            )
+            return 0
+        moved_to = restore_backup(args.source, data_dir, args.force)
+    except (BackupError, DataDirLocked) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, sqlite3.Error) as exc:
+        print(f"error: {args.admin_command} failed: {exc}", file=sys.stderr)
+        return 1
+    if moved_to is not None:
+        print(f"moved the previous data directory to {moved_to}")
+    print(f"restored {args.source} into {data_dir}")
+    return 0
 
 
 def _configure_logging(config: ServerConfig) -> None:
@@ -148,7 +192,12 @@ def _configure_logging(config: ServerConfig) -> None:
 
 def _serve(config: Any) -> int:
     server = Server(config)
+    # The lock lives as long as this process, so admin restore can tell
+    # that a server runs on the data directory.
+    lock = DataDirLock(server.data_dir)
     try:
+        server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock.acquire()
         server.prepare()
     except (CertificateError, StoreError, OSError) as exc:
         logger.error("cannot start the server: %s", exc)
