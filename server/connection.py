@@ -59,6 +59,7 @@ class Connection:
         "state",
         "strikes",
         "sync_seq",
+        "synced",
         "syncing",
         "tokens",
         "write_attempt",
@@ -102,6 +103,10 @@ class Connection:
         self.tokens = float(burst)
         self.refilled = now
         self.strikes = 0
+        # Whether the client has sent sync since its device was bound. Live
+        # queue items go only to a synced connection, because an item pushed
+        # ahead of older queued ones could be acknowledged past them.
+        self.synced = False
         self.syncing = False
         self.sync_seq = 0
         self.deferred: list[tuple[int, bytes]] = []

@@ -642,6 +642,7 @@ class EventLoop:
                 conn.session,
             )
             if item.kind == "sync":
+                conn.synced = True
                 conn.syncing = True
                 conn.sync_seq = 0
             conn.in_flight += 1
@@ -762,6 +763,10 @@ class EventLoop:
 
     def _push_queue_item(self, device_id: int, seq: int, data: bytes) -> None:
         for conn in list(self.by_device.get(device_id, ())):
+            if not conn.synced:
+                # The item stays queued, and the connection's first sync
+                # pushes it after the older ones.
+                continue
             if conn.syncing:
                 # Defer live items until the sync has pushed the older ones,
                 # so the device receives its queue in order.
@@ -778,6 +783,10 @@ class EventLoop:
         self, conn: Connection, session: Session | None, contact_ids: frozenset[int]
     ) -> None:
         old = conn.session
+        old_device = old.device_id if old is not None else None
+        new_device = session.device_id if session is not None else None
+        if new_device != old_device:
+            conn.synced = False
         if old is not None and old.device_id is not None:
             devices = self.by_device.get(old.device_id)
             if devices is not None:

@@ -84,10 +84,14 @@ class Clients:
         return client
 
     def with_device(self, name: str, prekeys: int = 5) -> WireClient:
-        """Register ``name`` and a device; return the logged-in client."""
+        """Register ``name`` and a device, then sync; return the logged-in client.
+
+        The sync lets the server push new queue items live.
+        """
         client = self.register(name)
         reply = client.call("register_device", **device_fields(prekeys))
         client.device_id = reply["device_id"]  # type: ignore[attr-defined]
+        client.call("sync", after=0)
         return client
 
     def login(

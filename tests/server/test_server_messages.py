@@ -67,6 +67,7 @@ def test_send_device_list_mismatch(clients: Clients) -> None:
     alice, bob = _pair(clients)
     laptop = clients.login("alice")
     laptop_device = laptop.call("register_device", **device_fields())["device_id"]
+    laptop.call("sync", after=0)
 
     reply = _send(alice, "bob", [("bob", bob.device_id), ("bob", 999)])
     assert reply["code"] == "device_list_mismatch"
@@ -285,3 +286,26 @@ def test_pipelined_sends_answered_in_order(clients: Clients) -> None:
     assert len(set(server_seqs)) == len(sends)
     seqs = [bob.wait_push("message")["seq"] for _ in sends]
     assert seqs == list(range(1, len(sends) + 1))
+
+
+def test_no_live_push_before_sync(clients: Clients) -> None:
+    alice, bob = _pair(clients)
+    device = bob.device_id
+    token = bob.token
+    bob.close()
+    for _ in range(3):
+        assert _send(alice, "bob", [("bob", device)])["type"] == "ok"
+
+    again = clients.connect()
+    again.call("resume", token=token, device_id=device)
+    # Sent after the resume and before the sync: without a hold, seq 4
+    # would reach the device ahead of seq 1 to 3.
+    assert _send(alice, "bob", [("bob", device)])["type"] == "ok"
+    reply = again.call("sync", after=0)
+    seqs = [p["seq"] for p in again.pushes if p["type"] == "message"]
+    assert seqs == [1, 2, 3, 4]
+    assert reply["last"] == 4
+
+    again.pushes.clear()
+    assert _send(alice, "bob", [("bob", device)])["type"] == "ok"
+    assert again.wait_push("message")["seq"] == 5

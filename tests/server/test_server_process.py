@@ -265,6 +265,7 @@ def test_slow_reader_is_dropped_and_memory_bounded(tmp_path: Path) -> None:
             backup=b"b",
         )
         device = reader.call("register_device", **device_fields())["device_id"]
+        reader.call("sync", after=0)
         sender.call("add_contact", username="bob")
         rss_before = process.proc_status("VmRSS")
 
