@@ -212,6 +212,8 @@ def _serve(config: Any) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     print(f"data directory: {server.data_dir}")
     print(f"certificate fingerprint: {server.fingerprint}")
+    # Public, and the only way to read it for a service whose output is lost.
+    logger.info("certificate fingerprint: %s", server.fingerprint)
     print(f"listening on {server.display_host}:{server.port}", flush=True)
     server.serve_forever()
     return 0
