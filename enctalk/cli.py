@@ -572,7 +572,11 @@ class _Runner:
         self.online()
         contact = self.client.add_contact(self.args.user)
         presence = "online" if contact.online else "offline"
-        self.say(f"Added {printable(contact.username)} ({presence}).")
+        name = printable(contact.username)
+        if contact.newly_added:
+            self.say(f"Added {name} ({presence}).")
+        else:
+            self.say(f"{name} is already a contact ({presence}).")
         return EXIT_OK
 
     def cmd_contacts(self) -> int:

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +151,17 @@ def _key_fingerprint(key: bytes) -> str:
 
 @dataclass(frozen=True)
 class Contact:
-    """A contact as the client knows it: presence, pinned AIK and whether verified."""
+    """A contact as the client knows it: presence, pinned AIK and whether verified.
+
+    ``newly_added`` is true only for the result of an ``add_contact`` call
+    that made the user a contact.
+    """
 
     username: str
     online: bool
     verified: bool
     identity_fingerprint: str
+    newly_added: bool = False
 
 
 class Client:
@@ -635,14 +640,24 @@ class Client:
     # Public API: contacts and devices.
 
     def add_contact(self, username: str) -> Contact:
-        """Add a contact (mutual) and pin its AIK; return it."""
+        """Add a contact (mutual) and pin its AIK; return it.
+
+        The result's ``newly_added`` is false when ``username`` already was
+        a contact.
+        """
         name = _username(username)
         self.wait_ready()
         with self._lock:
+            for item in self._request("list_contacts")["contacts"]:
+                if item["username"] == name:
+                    self._check_identity(name, item["identity_key"])
+                    self._save()
+                    return self._contact(name, item["online"])
             reply = self._request("add_contact", username=name)
             self._check_identity(reply["username"], reply["identity_key"])
             self._save()
-            return self._contact(reply["username"], reply["online"])
+            contact = self._contact(reply["username"], reply["online"])
+            return replace(contact, newly_added=True)
 
     def contacts(self) -> list[Contact]:
         """Return the contact list from the server, with local verification flags."""
