@@ -200,6 +200,17 @@ class ServerConfig:
             "bytes of attachments one user may have stored on the server at once"
         ),
     )
+    message_quota: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_help(
+            "bytes of message payloads one user may have queued on the server "
+            "and not yet delivered to every recipient device"
+        ),
+    )
+    max_queued_items: int = field(
+        default=10_000,
+        metadata=_help("maximum number of items waiting in one device's queue"),
+    )
     attachment_retention_days: float = field(
         default=30.0,
         metadata=_help(
@@ -254,6 +265,8 @@ class ServerConfig:
         _check_positive("revocation_check_interval", self.revocation_check_interval)
         _check_range("max_attachment_size", self.max_attachment_size, 1, 2**62)
         _check_range("attachment_quota", self.attachment_quota, 1, 2**62)
+        _check_range("message_quota", self.message_quota, 1, 2**62)
+        _check_range("max_queued_items", self.max_queued_items, 1, 2**62)
         _check_positive("attachment_retention_days", self.attachment_retention_days)
         _check_range("log_max_bytes", self.log_max_bytes, 1024, 2**40)
         _check_range("log_backup_count", self.log_backup_count, 0, 1000)

@@ -984,6 +984,24 @@ class Store:
         ).fetchone()
         return None if row is None else (row[0], row[1], row[2], bytes(row[3]))
 
+    def queued_payload_bytes(self, sender_user: int) -> int:
+        """Return the bytes of the sender's payloads not yet delivered everywhere."""
+        # NOTE: this sums over every held message of the sender, so its cost
+        # grows with the sender's backlog, which the quota bounds.
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM messages"
+            " WHERE sender_user = ? AND payload IS NOT NULL",
+            (sender_user,),
+        ).fetchone()
+        return int(row[0])
+
+    def queue_length(self, device_id: int) -> int:
+        """Return the number of items waiting in the device's queue."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM queue WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        return int(row[0])
+
     def store_message(
         self,
         sender_user: int,

@@ -141,6 +141,51 @@ def _check_envelopes(
     return [(address[1], body) for address, body in given.items()]
 
 
+def _check_quotas(
+    services: Services,
+    request: Request,
+    payload_size: int,
+    envelopes: list[tuple[int, bytes]],
+) -> None:
+    """Raise ``quota_exceeded`` if storing the message would pass a limit."""
+    session = request.session
+    assert session is not None
+    store = services.store
+    quota = services.config.message_quota
+    used = store.queued_payload_bytes(session.user_id)
+    if used + payload_size > quota:
+        logger.info(
+            "connection %d: send rejected, %s has %d of %d bytes queued",
+            request.conn_id,
+            session.username,
+            used,
+            quota,
+        )
+        raise HandlerError(
+            errors.QUOTA_EXCEEDED,
+            f"Your undelivered messages already take {used} of {quota} bytes, "
+            f"so {payload_size} more do not fit; wait until your contacts "
+            "have received them.",
+            details={"used": used, "quota": quota},
+        )
+    max_items = services.config.max_queued_items
+    for device_id, _ in envelopes:
+        length = store.queue_length(device_id)
+        if length >= max_items:
+            logger.info(
+                "connection %d: send rejected, queue of device %d has %d items",
+                request.conn_id,
+                device_id,
+                length,
+            )
+            raise HandlerError(
+                errors.QUOTA_EXCEEDED,
+                f"Device {device_id} already has {length} undelivered items, "
+                f"the maximum is {max_items}; wait until it comes online.",
+                details={"device_id": device_id, "max_items": max_items},
+            )
+
+
 def send(services: Services, request: Request) -> Outcome:
     session, own_device = require_device(request)
     fields = request.fields
@@ -178,6 +223,7 @@ def send(services: Services, request: Request) -> Outcome:
         )
 
     envelopes = _check_envelopes(services, request, recipient.id, recipient.username)
+    _check_quotas(services, request, len(payload), envelopes)
     message_id = fields["message_id"]
     now = now_ms()
     try:

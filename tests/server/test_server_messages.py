@@ -309,3 +309,52 @@ def test_no_live_push_before_sync(clients: Clients) -> None:
     again.pushes.clear()
     assert _send(alice, "bob", [("bob", device)])["type"] == "ok"
     assert again.wait_push("message")["seq"] == 5
+
+
+def test_send_over_message_quota_is_rejected(data_dir: Path) -> None:
+    with Server(make_config(data_dir, message_quota=10_000)) as server:
+        clients = Clients(server.port)
+        try:
+            alice, bob = _pair(clients)
+            device = bob.device_id
+            bob.close()
+            payload = b"p" * 4_000
+            for _ in range(2):
+                reply = _send(alice, "bob", [("bob", device)], payload=payload)
+                assert reply["type"] == "ok"
+            over = _send(alice, "bob", [("bob", device)], payload=payload)
+            assert over["type"] == "error"
+            assert over["code"] == "quota_exceeded"
+            assert "10000" in over["message"]
+
+            again = clients.login("bob", device_id=device)
+            synced = again.call("sync", after=0)
+            assert synced["last"] == 2
+            again.call("ack", upto=2)
+            # Delivered payloads no longer count against the sender.
+            freed = _send(alice, "bob", [("bob", device)], payload=payload)
+            assert freed["type"] == "ok"
+        finally:
+            clients.close_all()
+
+
+def test_send_to_full_device_queue_is_rejected(data_dir: Path) -> None:
+    with Server(make_config(data_dir, max_queued_items=3)) as server:
+        clients = Clients(server.port)
+        try:
+            alice, bob = _pair(clients)
+            device = bob.device_id
+            bob.close()
+            for _ in range(3):
+                assert _send(alice, "bob", [("bob", device)])["type"] == "ok"
+            over = _send(alice, "bob", [("bob", device)])
+            assert over["type"] == "error"
+            assert over["code"] == "quota_exceeded"
+
+            again = clients.login("bob", device_id=device)
+            reply = again.call("sync", after=0)
+            assert reply["last"] == 3
+            seqs = [p["seq"] for p in again.pushes if p["type"] == "message"]
+            assert seqs == [1, 2, 3]
+        finally:
+            clients.close_all()
