@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import ssl
 import threading
 from pathlib import Path
 from types import TracebackType
@@ -82,22 +83,12 @@ class Server:
         if self._loop is not None:
             return
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if self.config.cert_file is not None and self.config.key_file is not None:
-            self.cert_file, self.key_file = self.config.cert_file, self.config.key_file
-        else:
-            self.cert_file, self.key_file = ensure_certificate(
-                self.data_dir, self.config.host
-            )
-        self.fingerprint = certificate_fingerprint(self.cert_file)
-        tls_context = make_tls_context(self.cert_file, self.key_file)
-        self.store = Store.open_in(self.data_dir)
-        dummy_key = b64(secrets.token_bytes(32)).encode("ascii")
-        dummy_hash = bcrypt.hashpw(dummy_key, bcrypt.gensalt(self.config.bcrypt_cost))
-        services = Services(self.config, self.store, OnlineUsers(), dummy_hash)
+        # Bind first, so a port in use leaves no new certificate behind.
+        listener = _listen(self.config.host, self.config.port)
         try:
-            listener = _listen(self.config.host, self.config.port)
-        except OSError:
-            self.store.close()
+            services, tls_context = self._prepare_services()
+        except BaseException:
+            listener.close()
             raise
         self.port = listener.getsockname()[1]
         self._loop = EventLoop(services, tls_context, listener)
@@ -107,6 +98,27 @@ class Server:
             self.port,
             self.data_dir,
         )
+
+    def _prepare_services(self) -> tuple[Services, ssl.SSLContext]:
+        """Load or create the certificate, open the database, build services."""
+        if self.config.cert_file is not None and self.config.key_file is not None:
+            self.cert_file, self.key_file = self.config.cert_file, self.config.key_file
+        else:
+            self.cert_file, self.key_file = ensure_certificate(
+                self.data_dir, self.config.host
+            )
+        self.fingerprint = certificate_fingerprint(self.cert_file)
+        tls_context = make_tls_context(self.cert_file, self.key_file)
+        self.store = Store.open_in(self.data_dir)
+        try:
+            dummy_key = b64(secrets.token_bytes(32)).encode("ascii")
+            cost = self.config.bcrypt_cost
+            dummy_hash = bcrypt.hashpw(dummy_key, bcrypt.gensalt(cost))
+        except BaseException:
+            self.store.close()
+            raise
+        services = Services(self.config, self.store, OnlineUsers(), dummy_hash)
+        return services, tls_context
 
     @property
     def display_host(self) -> str:

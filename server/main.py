@@ -200,7 +200,10 @@ def _serve(config: Any) -> int:
         lock.acquire()
         server.prepare()
     except (CertificateError, StoreError, OSError) as exc:
-        logger.error("cannot start the server: %s", exc)
+        # Without a log_file the log is standard error too, and one line
+        # there is enough.
+        if config.log_file is not None:
+            logger.error("cannot start the server: %s", exc)
         print(f"error: cannot start the server: {exc}", file=sys.stderr)
         return 1
 

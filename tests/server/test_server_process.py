@@ -426,3 +426,31 @@ def test_process_help_states_data_dir_default_once() -> None:
     options = result.stdout.split("options:", 1)[1]
     section = options.split("--data-dir DATA_DIR", 1)[1].split("--cert-file")[0]
     assert section.count("default") == 1
+
+
+def test_port_in_use_fails_once_without_cert(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(REPO_ROOT / "run_server.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert result.stderr.count("cannot start the server") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (data_dir / "server-cert.pem").exists()
+    assert not (data_dir / "server-key.pem").exists()
