@@ -15,7 +15,7 @@ import pytest
 from conftest import Clients, make_config
 from server_wire import HOST, WireClient, auth_key, client_context, random_key
 
-from enctalk.protocol import make_request
+from enctalk.protocol import PROTOCOL_VERSION, make_request
 from server.app import Server
 
 MAX_FRAME = 1024 * 1024
@@ -354,5 +354,71 @@ def test_hundred_pipelined_requests_all_answered(data_dir: Path) -> None:
         client.send_raw(b"".join(_ping(index) for index in range(1, 101)))
         replies = [client.read_frame() for _ in range(100)]
         assert [reply["id"] for reply in replies] == list(range(1, 101))
+        assert {reply["type"] for reply in replies} == {"ok"}
+        client.close()
+
+
+@pytest.mark.parametrize("limit", ["max_connections", "max_connections_per_address"])
+def test_rejected_connection_flood_log_is_bounded(
+    data_dir: Path, caplog: pytest.LogCaptureFixture, limit: str
+) -> None:
+    config = make_config(data_dir, **{limit: 3})
+    with Server(config) as server:
+        open_clients = [WireClient(server.port) for _ in range(3)]
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            for _ in range(300):
+                raw = socket.create_connection((HOST, server.port), timeout=5)
+                raw.close()
+            time.sleep(0.5)
+            assert open_clients[0].call("ping")["type"] == "ok"
+        rejected = [r for r in caplog.records if "rejected connection" in r.message]
+        warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(rejected) <= 20
+        assert len(warnings) <= 20
+        assert len(caplog.records) <= 40
+        for client in open_clients:
+            client.close()
+
+
+@pytest.mark.parametrize("count", [33, 40, 100])
+def test_hello_and_pipelined_pings_in_one_write(data_dir: Path, count: int) -> None:
+    hello = {"type": "hello", "id": 0, "version": PROTOCOL_VERSION, "client": "t"}
+    data = _frame(json.dumps(hello).encode())
+    data += b"".join(_ping(index) for index in range(1, count + 1))
+    with Server(make_config(data_dir, request_burst=1000)) as server:
+        client = WireClient(server.port, hello=False)
+        client.send_raw(data)
+        replies = [client.read_frame(timeout=3) for _ in range(count + 1)]
+        assert [reply["id"] for reply in replies] == list(range(count + 1))
+        assert {reply["type"] for reply in replies} == {"ok"}
+        client.close()
+
+
+def test_pipelined_requests_resume_after_backpressure(data_dir: Path) -> None:
+    # The replies, 2000 of about 5.5 KB, overflow the socket buffers of a
+    # client that does not read, so the server stops reading above the soft
+    # limit while the rest of the requests wait in the socket and OpenSSL.
+    count = 2000
+    config = make_config(
+        data_dir, request_burst=5000, output_soft_limit=64 * 1024, idle_timeout=30.0
+    )
+    with Server(config) as server:
+        client = WireClient(server.port, rcvbuf=4096)
+        client.call(
+            "register",
+            username="alice",
+            auth_key=auth_key("alice"),
+            identity_key=random_key(),
+            backup=b"b" * 4096,
+        )
+        frames = [
+            _frame(json.dumps({"type": "fetch_backup", "id": index}).encode())
+            for index in range(100, 100 + count)
+        ]
+        client.send_raw(b"".join(frames))
+        time.sleep(1.0)
+        replies = [client.read_frame(timeout=3) for _ in range(count)]
+        assert [reply["id"] for reply in replies] == list(range(100, 100 + count))
         assert {reply["type"] for reply in replies} == {"ok"}
         client.close()
