@@ -25,10 +25,16 @@ from typing import Any, TextIO
 from enctalk.client import attachments, audio
 from enctalk.client.attachments import ATTACHMENT_PROGRESS
 from enctalk.client.core import Client
+from enctalk.client.discovery import (
+    DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_LISTEN_SECONDS,
+    listen_for_servers,
+)
 from enctalk.client.errors import ClientError
 from enctalk.client.history import HistoryEntry
 from enctalk.client.passwords import password_problem
 from enctalk.protocol import InvalidUsername, canonical_username
+from enctalk.protocol.announcement import DEFAULT_DISCOVERY_PORT
 from enctalk.version import version_text
 
 EXIT_OK = 0
@@ -223,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the libraries, the crypto and the audio devices, then exit",
     )
+    parser.add_argument(
+        "--no-discovery",
+        action="store_true",
+        help="in the desktop window, do not listen for servers on this network",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -283,7 +294,50 @@ def build_parser() -> argparse.ArgumentParser:
     add("devices", "list the account's devices")
     remove = add("remove-device", "remove one of the account's devices")
     remove.add_argument("device_id", type=_device_id)
+    discover = add("discover", "list the EncTalk servers announcing on this network")
+    discover.add_argument(
+        "--seconds",
+        type=_timeout_seconds,
+        default=DEFAULT_LISTEN_SECONDS,
+        help=f"seconds to listen (default {DEFAULT_LISTEN_SECONDS:g})",
+    )
+    discover.add_argument(
+        "--listen-address",
+        default=DEFAULT_LISTEN_ADDRESS,
+        metavar="ADDRESS",
+        help=f"IPv4 address to listen on (default {DEFAULT_LISTEN_ADDRESS})",
+    )
+    discover.add_argument(
+        "--discovery-port",
+        type=int,
+        default=DEFAULT_DISCOVERY_PORT,
+        metavar="PORT",
+        help=f"UDP port to listen on (default {DEFAULT_DISCOVERY_PORT})",
+    )
     return parser
+
+
+def run_discover(args: argparse.Namespace, stdout: TextIO) -> int:
+    """Print one line per server heard: name, address and announced fingerprint."""
+    try:
+        servers = listen_for_servers(
+            args.seconds, args.listen_address, args.discovery_port
+        )
+    except (OSError, OverflowError) as exc:
+        raise _CommandError(
+            f"cannot listen on UDP {args.listen_address}:{args.discovery_port}: {exc}",
+            EXIT_ERROR,
+        ) from None
+    if not servers:
+        print(f"No EncTalk server heard in {args.seconds:g} s.", file=sys.stderr)
+        return EXIT_OK
+    for server in servers:
+        print(
+            f"{printable(server.name)}\t{server.server_address}\t"
+            f"{server.fingerprint} (announced, not verified)",
+            file=stdout,
+        )
+    return EXIT_OK
 
 
 # Device ids are positive 32-bit integers on the wire.
@@ -810,6 +864,8 @@ def main(
 
     runner: _Runner | None = None
     try:
+        if args.command == "discover":
+            return run_discover(args, stdout or sys.stdout)
         runner = _Runner(args, stdin or sys.stdin, stdout or sys.stdout)
         handler = getattr(runner, "cmd_" + args.command.replace("-", "_"))
         return int(handler())

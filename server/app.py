@@ -24,8 +24,10 @@ from types import TracebackType
 import bcrypt
 
 from enctalk.protocol import b64
+from enctalk.protocol.announcement import MAX_SERVER_NAME_LENGTH, Announcement
 from server.certs import certificate_fingerprint, ensure_certificate, make_tls_context
 from server.config import ServerConfig
+from server.discovery import Announcer, discovery_enabled
 from server.handlers import OnlineUsers, Services
 from server.loop import EventLoop
 from server.store import Store
@@ -143,12 +145,35 @@ class Server:
 
     def _run(self) -> None:
         assert self._loop is not None
+        announcer = self._start_announcer()
         try:
             self._loop.run()
         finally:
+            if announcer is not None:
+                announcer.stop()
             if self.store is not None:
                 self.store.close()
             logger.info("server stopped")
+
+    def _start_announcer(self) -> Announcer | None:
+        """Start broadcasting this server on the LAN when ``discovery`` enables it."""
+        config = self.config
+        if not discovery_enabled(config.discovery, config.host):
+            if config.discovery == "on":
+                logger.warning(
+                    "discovery is on but %s is not announced, because only all "
+                    "interfaces or a non-loopback IPv4 address can be",
+                    self.display_host,
+                )
+            return None
+        host_name = socket.gethostname()[:MAX_SERVER_NAME_LENGTH] or "enctalk-server"
+        name = config.server_name or host_name
+        announcement = Announcement(name, self.port, self.fingerprint)
+        announcer = Announcer(
+            config.host, announcement, config.discovery_port, config.discovery_interval
+        )
+        announcer.start()
+        return announcer
 
     def request_stop(self) -> None:
         """Ask the server to stop without waiting; safe in signal handlers."""

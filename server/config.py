@@ -22,11 +22,16 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from enctalk.protocol import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE
+from enctalk.protocol.announcement import (
+    DEFAULT_DISCOVERY_PORT,
+    MAX_SERVER_NAME_LENGTH,
+)
 
 DEFAULT_PORT = 5443
 MIN_BCRYPT_COST = 4
 MAX_BCRYPT_COST = 31
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DISCOVERY_MODES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -224,6 +229,28 @@ class ServerConfig:
             "seconds between checks that live sessions are not revoked or disabled"
         ),
     )
+    discovery: str = field(
+        default="auto",
+        metadata=_help(
+            "announce the server on the LAN by UDP broadcast: auto (only when "
+            "host is all interfaces or a non-loopback IPv4 address), on or off; "
+            "a loopback host is never announced"
+        ),
+    )
+    discovery_port: int = field(
+        default=DEFAULT_DISCOVERY_PORT,
+        metadata=_help("UDP port the announcements are sent to"),
+    )
+    discovery_interval: float = field(
+        default=5.0, metadata=_help("seconds between two announcements")
+    )
+    server_name: str = field(
+        default="",
+        metadata=_help(
+            "name shown to clients that find the server on the LAN; "
+            "unset means the host name"
+        ),
+    )
 
     def resolved_data_dir(self) -> Path:
         """Return ``data_dir``, or the platform default when it is unset."""
@@ -274,6 +301,20 @@ class ServerConfig:
             raise ConfigError(
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, "
                 f"not {self.log_level!r}"
+            )
+        if self.discovery not in DISCOVERY_MODES:
+            raise ConfigError(
+                f"discovery must be one of {', '.join(DISCOVERY_MODES)}, "
+                f"not {self.discovery!r}"
+            )
+        _check_range("discovery_port", self.discovery_port, 1, 65535)
+        _check_range("discovery_interval", self.discovery_interval, 0.1, 3600.0)
+        if len(self.server_name) > MAX_SERVER_NAME_LENGTH or not (
+            self.server_name.isprintable()
+        ):
+            raise ConfigError(
+                f"server_name must be printable and at most "
+                f"{MAX_SERVER_NAME_LENGTH} characters, not {self.server_name!r}"
             )
         if (self.cert_file is None) != (self.key_file is None):
             raise ConfigError("cert_file and key_file must be given together")

@@ -26,9 +26,15 @@ from typing import Any
 
 from enctalk.client.address import format_server_address, parse_server_address
 from enctalk.client.core import Client
+from enctalk.client.discovery import (
+    DEFAULT_LISTEN_ADDRESS,
+    DiscoveredServer,
+    listen_for_servers,
+)
 from enctalk.client.errors import ClientError
 from enctalk.client.events import Event
 from enctalk.client.profile import Profile, default_profile_dir
+from enctalk.protocol.announcement import DEFAULT_DISCOVERY_PORT
 from enctalk.ui import theme
 from enctalk.ui.about_dialog import add_help_menu
 from enctalk.ui.formatting import certificate_fingerprints, friendly_error
@@ -45,6 +51,8 @@ MAX_EVENTS_PER_PUMP = 100
 MAX_OUTCOMES_PER_PUMP = 20
 CLOSE_WAIT_SECONDS = 0.7
 CLIENT_TIMEOUT = 15.0
+# Seconds one search for servers listens; servers announce every 5 s by default.
+DISCOVERY_SECONDS = 6.0
 # The command line's exit code for usage errors, also used when no window opens.
 NO_WINDOW_EXIT = 2
 
@@ -52,8 +60,17 @@ NO_WINDOW_EXIT = 2
 class App:
     """The EncTalk window for one profile."""
 
-    def __init__(self, root: tk.Tk, profile_dir: str | None, server: str | None):
+    def __init__(
+        self,
+        root: tk.Tk,
+        profile_dir: str | None,
+        server: str | None,
+        discovery: tuple[str, int] | None = None,
+    ):
         self.root = root
+        # The UDP address and port to hear server announcements on, or None.
+        self.discovery = discovery
+        self._searching = False
         self.profile_dir = profile_dir or str(default_profile_dir())
         self.events: queue.Queue[Event] = queue.Queue()
         self.outcomes: queue.Queue[Outcome] = queue.Queue()
@@ -137,6 +154,47 @@ class App:
         if error:
             view.show_error(error)
         view.focus_first_empty()
+        if self.discovery is not None:
+            view.enable_discovery(self.search_servers)
+            self.search_servers()
+
+    def search_servers(self) -> None:
+        """Listen for server announcements on a background thread.
+
+        The thread touches no widget: it hands the result to the Tk main
+        thread through the outcome queue.
+        """
+        if self.discovery is None or self._searching or self.closing:
+            return
+        address, port = self.discovery
+        self._searching = True
+        if isinstance(self.view, LoginView):
+            self.view.show_discovery_status("Searching this network for servers…")
+
+        def work() -> None:
+            try:
+                servers = listen_for_servers(DISCOVERY_SECONDS, address, port)
+            except OSError as exc:
+                logger.info(
+                    "cannot listen for servers on %s:%d: %s", address, port, exc
+                )
+                self.outcomes.put(Outcome(self._search_failed, (exc,)))
+                return
+            self.outcomes.put(Outcome(self._servers_found, (servers,)))
+
+        threading.Thread(target=work, name="enctalk-ui-discovery", daemon=True).start()
+
+    def _servers_found(self, servers: list[DiscoveredServer]) -> None:
+        self._searching = False
+        if isinstance(self.view, LoginView):
+            self.view.show_servers(servers)
+
+    def _search_failed(self, error: OSError) -> None:
+        self._searching = False
+        if isinstance(self.view, LoginView):
+            self.view.show_discovery_status(
+                f"Cannot search this network for servers: {error.strerror or error}."
+            )
 
     def login(self, server: str, username: str, password: str, register: bool) -> None:
         """Log in or register on the worker; called by the login view."""
@@ -290,7 +348,10 @@ def run_app(args: argparse.Namespace) -> int:
         )
         return NO_WINDOW_EXIT
     theme.apply_theme(root)
-    app = App(root, args.profile, args.server)
+    discovery = None
+    if not getattr(args, "no_discovery", False):
+        discovery = (DEFAULT_LISTEN_ADDRESS, DEFAULT_DISCOVERY_PORT)
+    app = App(root, args.profile, args.server, discovery)
     try:
         root.mainloop()
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from tkinter import ttk
 
 from enctalk.client.address import parse_server_address
+from enctalk.client.discovery import DiscoveredServer
 from enctalk.client.errors import ClientError
 from enctalk.client.passwords import (
     MAX_PASSWORD_LENGTH,
@@ -110,8 +111,71 @@ class LoginView(ttk.Frame):
         self.submit_button = ttk.Button(buttons, command=self.submit, default="active")
         self.submit_button.pack(side="left")
 
+        self._build_server_list(form)
+
         top = self.winfo_toplevel()
         top.bind("<Alt-r>", lambda _event: self.toggle_mode(), add="+")
+
+    def _build_server_list(self, form: ttk.Frame) -> None:
+        ttk.Label(form, text="Servers on this network:").grid(
+            row=10, column=0, columnspan=2, sticky="w", pady=(16, 4)
+        )
+        self.servers = ttk.Treeview(
+            form,
+            columns=("name", "address"),
+            show="headings",
+            height=4,
+            selectmode="browse",
+        )
+        self.servers.heading("name", text="Name")
+        self.servers.heading("address", text="Address")
+        self.servers.column("name", width=180)
+        self.servers.column("address", width=200)
+        self.servers.grid(row=11, column=0, columnspan=2, sticky="ew")
+        self.servers.bind("<<TreeviewSelect>>", lambda _event: self._pick_server())
+        self.discovery_status = tk.StringVar()
+        ttk.Label(
+            form,
+            textvariable=self.discovery_status,
+            wraplength=420,
+            style="Muted.TLabel",
+        ).grid(row=12, column=0, columnspan=2, sticky="w", pady=(4, 0))
+        self.search_button = ttk.Button(form, text="Search again")
+        self.search_button.grid(row=13, column=1, sticky="e", pady=(4, 0))
+        self.search_button.grid_remove()
+
+    def enable_discovery(self, search: Callable[[], None]) -> None:
+        """Show the "Search again" button, which calls ``search``."""
+        self.search_button.configure(command=search)
+        self.search_button.grid()
+
+    def show_discovery_status(self, text: str) -> None:
+        """Show ``text`` under the list of servers on this network."""
+        self.discovery_status.set(text)
+
+    def show_servers(self, servers: list[DiscoveredServer]) -> None:
+        """Replace the list of servers on this network with ``servers``."""
+        self.servers.delete(*self.servers.get_children())
+        for server in servers:
+            self.servers.insert(
+                "",
+                "end",
+                iid=server.server_address,
+                values=(server.name, server.server_address),
+            )
+        if servers:
+            self.discovery_status.set(
+                "Pick a server to fill in its address. The first connection "
+                "still shows its fingerprint to compare."
+            )
+        else:
+            self.discovery_status.set("No server heard on this network.")
+
+    def _pick_server(self) -> None:
+        if self.busy:
+            return
+        for item in self.servers.selection():
+            self.server.set(item)
 
     def _apply_mode(self) -> None:
         if self.register_mode:

@@ -181,6 +181,7 @@ class GuiProcess:
                 str(profile),
                 "--server",
                 server_address,
+                "--no-discovery",
             ],
             cwd=ROOT,
             env=env,
