@@ -256,7 +256,7 @@ def test_frozen_gui_opens_window(frozen: Frozen, display: str, tmp_path: Path) -
     env = {**frozen.env, "DISPLAY": display}
     started = time.monotonic()
     process = subprocess.Popen(
-        [str(frozen.client), "--profile", str(tmp_path / "gui")],
+        [str(frozen.client), "--profile", str(tmp_path / "gui"), "--no-discovery"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -211,6 +211,26 @@ def test_discover_lists_server_in_other_namespace(lan: Lan, tmp_path: Path) -> N
     assert elapsed < 10
 
 
+def test_discover_lists_server_on_all_interfaces(lan: Lan, tmp_path: Path) -> None:
+    server = NamespacedServer(
+        lan.ns_a,
+        tmp_path / "data",
+        "--host",
+        "0.0.0.0",  # noqa: S104 - all interfaces of namespace A only
+        "--discovery-interval",
+        "0.5",
+    )
+    try:
+        result = _discover(lan.ns_b, 3)
+    finally:
+        stderr = server.stop()
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    assert f"\t{lan.address_a}:{SERVER_PORT}\t" in lines[0]
+    assert "announcing the server on UDP port 5444" in stderr
+
+
 def test_discover_hears_nothing_with_discovery_off(lan: Lan, tmp_path: Path) -> None:
     server = NamespacedServer(
         lan.ns_a,
