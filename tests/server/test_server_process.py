@@ -395,6 +395,18 @@ def test_acknowledged_sends_survive_kill(tmp_path: Path) -> None:
     assert len(acknowledged) > 500
     assert [m for m in acknowledged if m not in stored] == []
 
+    restarted = ServerProcess(tmp_path, CONFIG)
+    reader = WireClient(restarted.port)
+    try:
+        reader.call("login", username="bob", auth_key=auth_key("bob"), device_id=device)
+        last = reader.call("sync", after=0)["last"]
+        delivered = [p["message_id"] for p in reader.pushes if p["type"] == "message"]
+    finally:
+        reader.close()
+        restarted.stop()
+    assert [m for m in acknowledged if m not in delivered] == []
+    assert last == len(delivered)
+
 
 def test_admin_reports_damaged_database_without_traceback(tmp_path: Path) -> None:
     (tmp_path / DATABASE_FILE_NAME).write_bytes(b"not a database " * 400)
