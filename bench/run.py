@@ -2,12 +2,13 @@
 
     .venv/bin/python -m bench.run [--quick]
 
-Starts ``run_server.py`` on 127.0.0.1 with a fresh data directory and
-measures: relay throughput and delivery latency at rising rates (and the
-load generator's own ceiling against a do-nothing relay), server memory
-per idle logged-in TLS connection and handshakes per second, logins and
-resumes per second, and the client's cost to encrypt and decrypt one text
-message. Every loop is bounded in count and time; nothing leaves loopback.
+Starts ``run_server.py`` on 127.0.0.1 with a fresh data directory. It
+measures relay throughput and delivery latency at rising rates, first
+against a do-nothing relay to show the load generator's own ceiling. Then
+it measures server memory per idle logged-in TLS connection, handshakes,
+logins and resumes per second, and the client's cost to encrypt and
+decrypt one text message. Every loop is bounded in count and time, and
+nothing leaves loopback.
 """
 
 from __future__ import annotations

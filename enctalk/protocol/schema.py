@@ -250,7 +250,7 @@ ATTACHMENT_ID = Text(
 ATTACHMENT_SIZE = Integer(1, MAX_INT)
 CHUNK = Binary(1, MAX_CHUNK_SIZE)
 
-# Requests a client sends. The server answers each with "ok" or "error".
+# Requests a client sends. The server replies to each with "ok" or "error".
 REQUESTS: dict[str, dict[str, Field]] = {
     "hello": {"version": Integer(1, 65535), "client": Text(MAX_NAME_LENGTH)},
     "register": {
