@@ -11,7 +11,9 @@ method that changes these rows also drops the cache of its own thread.
 
 The cache also counts each device's queue sequence numbers during a
 batch. The counters are written to the database just before the commit,
-and dropped with everything else when a batch rolls back.
+and dropped with everything else when a batch rolls back. Likewise it
+keeps each sender's held payload bytes and each device's queue length,
+for the message quota checks, and updates them as the batch writes.
 
 Cost: one small query per batch, and memory proportional to the users,
 contact pairs and devices looked up since the last change.
@@ -43,10 +45,21 @@ class LookupCache:
         self.dirty_seqs: set[int] = set()
         # Sequence numbers reserved so far, for Store.changes()
         self.reservations = 0
+        # sender user_id -> bytes of payloads held, and device_id -> queue
+        # rows, for the message quota checks
+        self.held_bytes: dict[int, int] = {}
+        self.queue_lengths: dict[int, int] = {}
 
     def validate(self, data_version: int) -> None:
         """Drop every entry if another connection committed since the last check."""
-        size = len(self.users) + len(self.contacts) + len(self.devices) + len(self.seqs)
+        size = (
+            len(self.users)
+            + len(self.contacts)
+            + len(self.devices)
+            + len(self.seqs)
+            + len(self.held_bytes)
+            + len(self.queue_lengths)
+        )
         if data_version != self.data_version or size > MAX_ENTRIES:
             self.clear()
         self.data_version = data_version
@@ -57,3 +70,5 @@ class LookupCache:
         self.devices.clear()
         self.seqs.clear()
         self.dirty_seqs.clear()
+        self.held_bytes.clear()
+        self.queue_lengths.clear()

@@ -38,7 +38,7 @@ from typing import Any
 
 from server.lookup_cache import LookupCache
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DATABASE_FILE_NAME = "enctalk.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 # The server stores at most this many one-time prekeys per device. Extra
@@ -148,9 +148,16 @@ CREATE TABLE attachment_recipients (
     PRIMARY KEY (attachment_id, device_id)
 ) WITHOUT ROWID;
 """
+# Version 3 indexes the messages whose payload is still held, so the sum
+# that the message quota checks reads only those rows, not every message
+# the sender ever sent.
+_HELD_INDEX_SCHEMA = """
+CREATE INDEX IF NOT EXISTS messages_held ON messages(sender_user)
+    WHERE payload IS NOT NULL;
+"""
 # Statements that bring a database from the version in the key to the
 # next one; version 0 is a new, empty database.
-_UPGRADES = {0: _SCHEMA, 1: _ATTACHMENT_SCHEMA}
+_UPGRADES = {0: _SCHEMA, 1: _ATTACHMENT_SCHEMA, 2: _HELD_INDEX_SCHEMA}
 
 
 class StoreError(Exception):
@@ -985,22 +992,49 @@ class Store:
         return None if row is None else (row[0], row[1], row[2], bytes(row[3]))
 
     def queued_payload_bytes(self, sender_user: int) -> int:
-        """Return the bytes of the sender's payloads not yet delivered everywhere."""
-        # NOTE: this sums over every held message of the sender, so its cost
-        # grows with the sender's backlog, which the quota bounds.
+        """Return the bytes of the sender's payloads not yet delivered everywhere.
+
+        Within a batch the sum is read once and then kept up to date in
+        memory as messages are stored and payloads dropped.
+        """
+        cache = self._batch_lookups()
+        if cache is not None and sender_user in cache.held_bytes:
+            return cache.held_bytes[sender_user]
+        # The partial index messages_held limits this to the held rows.
         row = self.db.execute(
             "SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM messages"
             " WHERE sender_user = ? AND payload IS NOT NULL",
             (sender_user,),
         ).fetchone()
-        return int(row[0])
+        held = int(row[0])
+        if cache is not None:
+            cache.held_bytes[sender_user] = held
+        return held
 
     def queue_length(self, device_id: int) -> int:
-        """Return the number of items waiting in the device's queue."""
+        """Return the number of items waiting in the device's queue.
+
+        Within a batch the count is read once and then kept in memory.
+        """
+        cache = self._batch_lookups()
+        if cache is not None and device_id in cache.queue_lengths:
+            return cache.queue_lengths[device_id]
         row = self.db.execute(
             "SELECT COUNT(*) FROM queue WHERE device_id = ?", (device_id,)
         ).fetchone()
-        return int(row[0])
+        length = int(row[0])
+        if cache is not None:
+            cache.queue_lengths[device_id] = length
+        return length
+
+    def _count_queued(self, device_ids: Iterable[int], change: int) -> None:
+        """Move the cached queue lengths of ``device_ids`` by ``change`` each."""
+        cache = self._batch_lookups()
+        if cache is None:
+            return
+        for device_id in device_ids:
+            if device_id in cache.queue_lengths:
+                cache.queue_lengths[device_id] += change
 
     def store_message(
         self,
@@ -1044,6 +1078,10 @@ class Store:
             self._insert_rows(
                 db, "queue (device_id, seq, kind, server_seq, envelope)", rows
             )
+            cache = self._batch_lookups()
+            if cache is not None and sender_user in cache.held_bytes:
+                cache.held_bytes[sender_user] += len(payload)
+            self._count_queued((device_id for device_id, _ in envelopes), 1)
         return server_seq, queued
 
     def _take_seqs(self, db: sqlite3.Connection, device_id: int, count: int) -> int:
@@ -1150,9 +1188,10 @@ class Store:
                 " ORDER BY q.seq",
                 (device_id, upto),
             ).fetchall()
-            db.execute(
+            deleted = db.execute(
                 "DELETE FROM queue WHERE device_id = ? AND seq <= ?", (device_id, upto)
-            )
+            ).rowcount
+            self._count_queued([device_id], -deleted)
             by_sender: dict[int, list[tuple[int, str]]] = {}
             for server_seq, sender_user, message_id in rows:
                 if sender_user != reader_user:
@@ -1174,27 +1213,40 @@ class Store:
                 " receipt_device)",
                 inserts,
             )
+            self._count_queued((row[0] for row in inserts), 1)
             self._drop_unreferenced_payloads(db, [row[0] for row in rows])
         return receipts
 
-    @staticmethod
     def _drop_unreferenced_payloads(
-        db: sqlite3.Connection, server_seqs: list[int]
+        self, db: sqlite3.Connection, server_seqs: list[int]
     ) -> None:
         # The message row stays so that a resend is still recognized and
         # receipts can name it; only the ciphertext goes.
         # NOTE: message rows without payload are kept forever (about 100
         # bytes each); nothing prunes them yet.
+        cache = self._batch_lookups()
         unique = sorted(set(server_seqs))
         for start in range(0, len(unique), MAX_BOUND_VALUES):
             chunk = unique[start : start + MAX_BOUND_VALUES]
             marks = ",".join("?" * len(chunk))
             # Only "?" placeholders are interpolated.
             query = (
-                "UPDATE messages SET payload = NULL"  # noqa: S608
+                "SELECT server_seq, sender_user, LENGTH(payload) FROM messages"  # noqa: S608
                 f" WHERE server_seq IN ({marks}) AND payload IS NOT NULL"
                 " AND NOT EXISTS (SELECT 1 FROM queue"
                 " WHERE queue.server_seq = messages.server_seq"
                 " AND queue.kind = 'message')"
             )
-            db.execute(query, chunk)
+            dropped = db.execute(query, chunk).fetchall()
+            if not dropped:
+                continue
+            marks = ",".join("?" * len(dropped))
+            db.execute(
+                f"UPDATE messages SET payload = NULL WHERE server_seq IN ({marks})",  # noqa: S608
+                [row[0] for row in dropped],
+            )
+            if cache is None:
+                continue
+            for _, sender_user, size in dropped:
+                if sender_user in cache.held_bytes:
+                    cache.held_bytes[sender_user] -= size

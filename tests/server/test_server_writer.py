@@ -393,3 +393,70 @@ def test_ack_of_many_messages_queues_every_receipt(
     assert _rows(store, "SELECT COUNT(*) FROM messages WHERE payload IS NULL") == [
         (600,)
     ]
+
+
+def _writer_with(store: Store, tmp_path: Path, **settings: Any) -> CommitWriter:
+    services = Services(make_config(tmp_path, **settings), store, OnlineUsers(), b"")
+    return CommitWriter(services, lambda results: None)
+
+
+def test_message_quota_counts_sends_in_same_batch(
+    store: Store, tmp_path: Path, pair: tuple[Account, Account]
+) -> None:
+    alice, bob = pair
+    writer = _writer_with(store, tmp_path, message_quota=250)
+    payload = b"p" * 100
+    outcomes = writer.commit_batch(
+        [_send(alice, bob, payload=payload) for _ in range(3)]
+    )
+    codes = [outcome.reply.get("code") for outcome in outcomes if outcome.reply]
+    assert codes == [None, None, "quota_exceeded"]
+    assert store.queued_payload_bytes(alice.session.user_id) == 200
+
+    # Acknowledged payloads are dropped and free the quota, also for the
+    # counter the writer keeps between batches.
+    writer.commit_batch([_ack(bob, 2)])
+    assert store.queued_payload_bytes(alice.session.user_id) == 0
+    again = writer.commit_batch([_send(alice, bob, payload=payload) for _ in range(2)])
+    assert [outcome.reply["type"] for outcome in again if outcome.reply] == ["ok", "ok"]
+
+
+def test_queue_length_limit_counts_same_batch(
+    store: Store, tmp_path: Path, pair: tuple[Account, Account]
+) -> None:
+    alice, bob = pair
+    writer = _writer_with(store, tmp_path, max_queued_items=2)
+    outcomes = writer.commit_batch([_send(alice, bob) for _ in range(3)])
+    codes = [outcome.reply.get("code") for outcome in outcomes if outcome.reply]
+    assert codes == [None, None, "quota_exceeded"]
+
+    writer.commit_batch([_ack(bob, 1)])
+    assert store.queue_length(bob.device_id) == 1
+    later = writer.commit_batch([_send(alice, bob), _send(alice, bob)])
+    codes = [outcome.reply.get("code") for outcome in later if outcome.reply]
+    assert codes == [None, "quota_exceeded"]
+    assert store.queue_length(bob.device_id) == 2
+
+
+def test_quota_counters_follow_other_connections(
+    store: Store, tmp_path: Path, pair: tuple[Account, Account]
+) -> None:
+    alice, bob = pair
+    writer = _writer_with(store, tmp_path, message_quota=150)
+    payload = b"p" * 100
+    assert (
+        writer.commit_batch([_send(alice, bob, payload=payload)])[0].reply["type"]
+        == "ok"
+    )
+
+    # Another connection drops the payload, as removing the device does.
+    database = sqlite3.connect(store.path)
+    try:
+        database.execute("UPDATE messages SET payload = NULL")
+        database.commit()
+    finally:
+        database.close()
+
+    reply = writer.commit_batch([_send(alice, bob, payload=payload)])[0].reply
+    assert reply is not None
+    assert reply["type"] == "ok"
