@@ -460,3 +460,21 @@ def test_quota_counters_follow_other_connections(
     reply = writer.commit_batch([_send(alice, bob, payload=payload)])[0].reply
     assert reply is not None
     assert reply["type"] == "ok"
+
+
+def test_batch_runs_few_statements_per_send(
+    writer: CommitWriter, store: Store, pair: tuple[Account, Account]
+) -> None:
+    # Every statement hands the GIL to the event loop and back, so a check
+    # added to the send path should reuse the batch's cached lookups.
+    alice, bob = pair
+    writer.commit_batch([_send(alice, bob)])
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    try:
+        writer.commit_batch([_send(alice, bob) for _ in range(20)])
+    finally:
+        store.db.set_trace_callback(None)
+    # find_message, INSERT messages and INSERT queue per send, and BEGIN,
+    # PRAGMA data_version, the sequence UPDATE and COMMIT per batch.
+    assert len(statements) <= 3 * 20 + 4, statements
