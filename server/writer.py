@@ -5,9 +5,9 @@ takes every request waiting in its queue (up to :data:`MAX_BATCH`), runs
 their handlers inside one SQLite transaction, and commits once. It posts
 the outcomes to the loop only after the commit has returned, so no
 acknowledgement or push leaves before the data it reports is durable, and
-one fsync covers the whole batch. A batch
-forms while the previous one commits, so a lightly loaded server commits
-each request at once instead of waiting for more to arrive.
+one fsync covers the whole batch. A batch forms while the previous one
+commits, so a lightly loaded server commits each request at once instead
+of waiting for more to arrive.
 
 Ordering: one thread takes the requests in the order the loop submitted
 them, so per-device ``seq`` and the global ``server_seq`` increase in that
@@ -18,13 +18,13 @@ the duplicate reply.
 Failures: a request whose handler raises before writing anything just
 gets its error reply. One that raises after writing is undone by rolling
 back the whole batch and running the other requests again without it, so
-the others commit and only the failed one gets its error. That is rarer
-and dearer than a savepoint per request, but saves two statements on
-every request, and each statement hands the GIL to the event loop and
-back. If SQLite ends the whole transaction (a full disk, an I/O error)
-or the commit fails, every request of the batch gets ``internal_error``
-and none is acknowledged. Clients then resend, which deduplication by
-message id makes safe.
+the others commit and only the failed one gets its error. The replay
+costs more than a savepoint per request would, but only on a failure,
+and it saves two statements on every request, each of which hands the
+GIL to the event loop and back. If SQLite ends the whole transaction (a
+full disk, an I/O error) or the commit fails, every request of the batch
+gets ``internal_error`` and none is acknowledged. Clients then resend,
+which deduplication by message id makes safe.
 
 bcrypt never runs here: only the request types in :data:`BATCHED_REQUESTS`
 come to this thread, and none of them hashes a password.
@@ -50,8 +50,8 @@ from server.store import TransactionLost
 
 logger = logging.getLogger(__name__)
 
-# Request types the commit writer runs. Each writes to the database on
-# every call and never hashes a password.
+# Request types the commit writer runs: the ones that write on nearly
+# every call, and none of them hashes a password.
 BATCHED_REQUESTS = frozenset({"send", "ack"})
 # Requests committed in one transaction at most, which bounds how long a
 # batch holds the write lock and delays the replies of its first request.
