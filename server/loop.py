@@ -135,6 +135,9 @@ class EventLoop:
         self.by_device: dict[int, set[Connection]] = {}
         self.jobs: dict[int, tuple[Future[None], int | None]] = {}
         self._ready: set[Connection] = set()
+        # Connections with frames queued during this pass of the loop, in
+        # the order they got them; a dict is an ordered set.
+        self._unflushed: dict[Connection, None] = {}
         self._next_conn_id = 1
         self._next_job_id = 1
         self._next_tick = 0.0
@@ -198,6 +201,7 @@ class EventLoop:
         now = time.monotonic()
         if now >= self._next_tick:
             self._tick(now)
+        self._flush_queued()
 
     def _guarded(
         self, conn: Connection, action: Callable[..., None], *args: Any
@@ -892,16 +896,33 @@ class EventLoop:
     # Writing
 
     def _send(self, conn: Connection, data: bytes) -> None:
-        """Queue an encoded frame for ``conn`` and try to write it at once."""
+        """Queue an encoded frame for ``conn``; it is written at the end of the pass.
+
+        Writing once per pass puts every frame a connection got in this pass
+        (a reply, a batch's pushes) into one TLS write and one system call.
+        """
         if conn.closed:
             return
         conn.outbuf += data
         if len(conn.outbuf) > self.config.output_hard_limit:
             self._drop_slow(conn)
             return
+        self._unflushed[conn] = None
+
+    def _flush_queued(self) -> None:
+        """Write what :meth:`_send` queued in this pass, one write per connection."""
+        while self._unflushed:
+            # Writing can queue more frames, for instance a presence change
+            # when a failed write closes a connection.
+            conns = list(self._unflushed)
+            self._unflushed.clear()
+            for conn in conns:
+                if not conn.closed:
+                    self._guarded(conn, self._flush_open, conn)
+
+    def _flush_open(self, conn: Connection) -> None:
         if conn.state == OPEN:
             self._flush(conn)
-        self._update_events(conn)
 
     def _drop_slow(self, conn: Connection) -> None:
         if self._limiter.allow("output hard limit"):
