@@ -93,8 +93,9 @@ class Connection:
         self.paused = False
         self.pending: deque[PendingRequest | bytes] = deque()
         # Requests handed to a worker or the commit writer whose replies
-        # have not been sent yet. Several may be in flight only when all of them went to
-        # the commit writer, whose outcomes return in submission order.
+        # have not been sent yet. Several may be in flight only when all of
+        # them went to the commit writer, which returns a connection's
+        # outcomes in the order it got the requests.
         self.in_flight = 0
         self.in_flight_batched = False
         self.continuation: Request | None = None

@@ -8,8 +8,8 @@ pair. ``send`` and ``ack`` go instead to the commit writer
 (``server.writer``), which commits them in batches and posts each batch's
 outcomes the same way. Replies leave in request order: a connection has at
 most one request in flight, except that consecutive requests for the
-commit writer may all be in flight at once, because it returns their
-outcomes in submission order. Later requests wait in a bounded queue.
+commit writer may all be in flight at once, because it returns each
+connection's outcomes in submission order. Later requests wait in a bounded queue.
 
 Backpressure: above ``output_soft_limit`` queued bytes the loop stops
 reading from a connection, and above ``output_hard_limit`` it drops the

@@ -9,11 +9,18 @@ one fsync covers the whole batch. A batch forms while the previous one
 commits, so a lightly loaded server commits each request at once instead
 of waiting for more to arrive.
 
-Ordering: one thread takes the requests in the order the loop submitted
-them, so per-device ``seq`` and the global ``server_seq`` increase in that
-order, and the outcomes are posted in that order too. A resend within the
-same batch finds the first copy through the open transaction and gets
-the duplicate reply.
+Ordering: each round the writer commits up to two batches. The first
+contains the sends that no earlier acknowledgement of their own
+connection precedes, and the second the acknowledgements, at most :data:`MAX_ACK_BATCH`,
+with any later requests of their connections. Acknowledgements cost the
+most (deletes, receipts) and arrive in bursts when many clients catch
+up at once, and no one waits on their replies, so message delivery goes
+first. Each connection's requests still run, commit and get their
+replies in the order it sent them, because the second batch commits
+after the first and takes a connection's requests only from its first
+acknowledgement on. Per-device ``seq`` and the global ``server_seq``
+increase in commit order. A resend within the same batch finds the first
+copy through the open transaction and gets the duplicate reply.
 
 Failures: a request whose handler raises before writing anything just
 gets its error reply. One that raises after writing is undone by rolling
@@ -36,6 +43,7 @@ import logging
 import queue
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable
 
 from server.handlers import (
@@ -56,6 +64,9 @@ BATCHED_REQUESTS = frozenset({"send", "ack"})
 # Requests committed in one transaction at most, which bounds how long a
 # batch holds the write lock and delays the replies of its first request.
 MAX_BATCH = 256
+# Acknowledgements committed in one round at most, so that sends arriving
+# during a burst of them wait for a few, not for all.
+MAX_ACK_BATCH = 16
 STOP_TIMEOUT_SECONDS = 30.0
 
 PostBatch = Callable[[list[tuple[Request, Outcome]]], None]
@@ -66,7 +77,8 @@ class CommitWriter:
 
     :meth:`submit` never blocks and is meant for the event loop thread.
     ``post`` is called from the writer thread with each committed batch's
-    ``(request, outcome)`` pairs, in submission order. :meth:`commit_batch`
+    ``(request, outcome)`` pairs, in commit order, which keeps the
+    submission order of each connection's requests. :meth:`commit_batch`
     blocks on SQLite; the writer thread calls it, and tests may too.
     """
 
@@ -103,28 +115,34 @@ class CommitWriter:
 
     def _run(self) -> None:
         logger.info("commit writer started")
+        waiting: deque[Request] = deque()
         stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < MAX_BATCH:
+        while not (stopping and not waiting):
+            if not waiting and not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                waiting.append(first)
+            while len(waiting) < MAX_BATCH and not stopping:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
                     stopping = True
-                    break
-                batch.append(item)
-            try:
-                outcomes = self.commit_batch(batch)
-            except Exception:
-                logger.exception("commit writer failed on a batch of %d", len(batch))
-                outcomes = [internal_error_outcome(request) for request in batch]
-            self._post(list(zip(batch, outcomes, strict=True)))
+                else:
+                    waiting.append(item)
+            for batch in next_batches(waiting):
+                self._commit_and_post(batch)
         logger.info("commit writer stopped")
+
+    def _commit_and_post(self, batch: list[Request]) -> None:
+        try:
+            outcomes = self.commit_batch(batch)
+        except Exception:
+            logger.exception("commit writer failed on a batch of %d", len(batch))
+            outcomes = [internal_error_outcome(request) for request in batch]
+        self._post(list(zip(batch, outcomes, strict=True)))
 
     def commit_batch(self, requests: list[Request]) -> list[Outcome]:
         """Run ``requests`` in one transaction and commit it; return their outcomes.
@@ -184,3 +202,44 @@ class _RequestFailed(Exception):
         super().__init__(index)
         self.index = index
         self.outcome = outcome
+
+
+def next_batches(waiting: deque[Request]) -> list[list[Request]]:
+    """Take this round's batches from ``waiting``: sends first, then acks.
+
+    Returns the non-empty batches in commit order and leaves the requests
+    of later rounds in ``waiting``, in their order.
+    """
+    sends: list[Request] = []
+    acks: list[Request] = []
+    later: deque[Request] = deque()
+    # Connections whose requests from an acknowledgement on go to ``acks``,
+    # and connections with a request left for a later round.
+    behind_ack: set[int] = set()
+    held: set[int] = set()
+    ack_count = 0
+    for request in waiting:
+        conn_id = request.conn_id
+        if conn_id in held:
+            later.append(request)
+            continue
+        if request.kind == "ack" or conn_id in behind_ack:
+            full = len(acks) >= MAX_BATCH or (
+                request.kind == "ack" and ack_count >= MAX_ACK_BATCH
+            )
+            if full:
+                held.add(conn_id)
+                later.append(request)
+                continue
+            acks.append(request)
+            behind_ack.add(conn_id)
+            if request.kind == "ack":
+                ack_count += 1
+        elif len(sends) < MAX_BATCH:
+            sends.append(request)
+        else:
+            held.add(conn_id)
+            later.append(request)
+    waiting.clear()
+    waiting.extend(later)
+    return [batch for batch in (sends, acks) if batch]

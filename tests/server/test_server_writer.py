@@ -10,6 +10,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from server_wire import new_message_id, random_key
 from server.handlers import OnlineUsers, Outcome, Request, Services, Session
 from server.handlers.base import now_ms
 from server.store import DATABASE_FILE_NAME, Store
-from server.writer import CommitWriter
+from server.writer import MAX_ACK_BATCH, CommitWriter, next_batches
 
 
 @dataclass
@@ -478,3 +479,53 @@ def test_batch_runs_few_statements_per_send(
     # find_message, INSERT messages and INSERT queue per send, and BEGIN,
     # PRAGMA data_version, the sequence UPDATE and COMMIT per batch.
     assert len(statements) <= 3 * 20 + 4, statements
+
+
+def _request(conn_id: int, kind: str, frame_id: int) -> Request:
+    return Request(conn_id, "127.0.0.1", kind, frame_id, {}, None)
+
+
+def _ids(batch: list[Request]) -> list[tuple[int, int]]:
+    return [(request.conn_id, request.frame_id or 0) for request in batch]
+
+
+def test_next_batches_puts_sends_before_acks() -> None:
+    waiting = deque(
+        [
+            _request(1, "ack", 1),
+            _request(2, "send", 1),
+            _request(1, "send", 2),
+            _request(3, "ack", 1),
+            _request(2, "send", 2),
+        ]
+    )
+    batches = next_batches(waiting)
+    # Connection 1's send stays behind its own ack.
+    assert [_ids(batch) for batch in batches] == [
+        [(2, 1), (2, 2)],
+        [(1, 1), (1, 2), (3, 1)],
+    ]
+    assert not waiting
+
+
+def test_next_batches_holds_acks_over_the_limit() -> None:
+    waiting = deque(_request(index, "ack", 1) for index in range(MAX_ACK_BATCH + 2))
+    waiting.append(_request(0, "send", 2))
+    waiting.append(_request(MAX_ACK_BATCH, "send", 2))
+    waiting.append(_request(99, "send", 1))
+
+    first = next_batches(waiting)
+    assert [_ids(batch) for batch in first] == [
+        [(99, 1)],
+        [(index, 1) for index in range(MAX_ACK_BATCH)] + [(0, 2)],
+    ]
+    # The held connections keep their order for the next round.
+    assert _ids(list(waiting)) == [
+        (MAX_ACK_BATCH, 1),
+        (MAX_ACK_BATCH + 1, 1),
+        (MAX_ACK_BATCH, 2),
+    ]
+    second = next_batches(waiting)
+    assert [_ids(batch) for batch in second] == [
+        [(MAX_ACK_BATCH, 1), (MAX_ACK_BATCH + 1, 1), (MAX_ACK_BATCH, 2)]
+    ]
