@@ -512,15 +512,23 @@ class Client:
                 self._state.pop("session_ended", None)
                 if reply["backup_stale"]:
                     self._upload_backup(password, name)
-            if reply["device_id"] is None or self._device is None:
-                self._register_device()
-            self._save()
-            self._session_error = None
-            self._ready.clear()
-            self._authenticated.set()
+            self._finish_authentication(reply["device_id"])
         self._tasks.put(("authenticated",))
         logger.info("logged in as %s, device %s", name, self.device_id)
         return str(name)
+
+    def _finish_authentication(self, bound_device_id: int | None) -> None:
+        """Register a device if the server bound none, save, and mark the session live.
+
+        The caller holds ``self._lock`` and queues the "authenticated" task
+        after releasing it.
+        """
+        if bound_device_id is None or self._device is None:
+            self._register_device()
+        self._save()
+        self._session_error = None
+        self._ready.clear()
+        self._authenticated.set()
 
     def logout(self) -> None:
         """Revoke this session on the server and forget its token.
@@ -628,12 +636,7 @@ class Client:
             assert self._state is not None
             self._state["token"] = _b64(login["token"])
             self._state.pop("session_ended", None)
-            if login["device_id"] is None or self._device is None:
-                self._register_device()
-            self._save()
-            self._session_error = None
-            self._ready.clear()
-            self._authenticated.set()
+            self._finish_authentication(login["device_id"])
         self._tasks.put(("authenticated",))
         return kept
 
