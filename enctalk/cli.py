@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("user")
     history.add_argument("--json", action="store_true", help="one JSON object a line")
     history.add_argument("--limit", type=int, help="only the newest N lines")
+    _add_group_commands(add)
     add("safety-number", "print the safety number with a contact").add_argument("user")
     add("verify", "mark a contact's safety number as compared").add_argument("user")
     add(
@@ -315,6 +316,49 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"UDP port to listen on (default {DEFAULT_DISCOVERY_PORT})",
     )
     return parser
+
+
+def _add_group_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    add("groups", "list your groups: id, name, your role, members")
+    add(
+        "group-create", "create a group you own; prints its id on the last line"
+    ).add_argument("name")
+    for name, help_text in (
+        ("group-add", "add users to a group (owner and moderators)"),
+        ("group-remove", "remove users from a group (owner and moderators)"),
+    ):
+        command = add(name, help_text)
+        command.add_argument("group_id", metavar="GROUP_ID")
+        command.add_argument("users", nargs="+", metavar="USER")
+    send = add("group-send", "send a text message to every member of a group")
+    send.add_argument("group_id", metavar="GROUP_ID")
+    send.add_argument(
+        "text", help="the message; - reads it from standard input, to its end"
+    )
+    add("group-members", "list a group's members with role and presence").add_argument(
+        "group_id", metavar="GROUP_ID"
+    )
+    for name, help_text in (
+        ("group-mute", "stop a member from posting in a group"),
+        ("group-unmute", "let a muted member post again"),
+    ):
+        command = add(name, help_text)
+        command.add_argument("group_id", metavar="GROUP_ID")
+        command.add_argument("user")
+    readonly = add("group-readonly", "let only moderators post (on) or everyone (off)")
+    readonly.add_argument("group_id", metavar="GROUP_ID")
+    readonly.add_argument("state", choices=("on", "off"))
+    role = add("group-role", "make a member a moderator or an ordinary member")
+    role.add_argument("group_id", metavar="GROUP_ID")
+    role.add_argument("user")
+    role.add_argument("role", choices=("moderator", "member"))
+    rename = add("group-rename", "give a group a new name")
+    rename.add_argument("group_id", metavar="GROUP_ID")
+    rename.add_argument("name")
+    add("group-leave", "leave a group").add_argument("group_id", metavar="GROUP_ID")
+    delete = add("group-delete", "delete a group message for everyone")
+    delete.add_argument("group_id", metavar="GROUP_ID")
+    delete.add_argument("message_id", metavar="MESSAGE_ID")
 
 
 def run_discover(args: argparse.Namespace, stdout: TextIO) -> int:
@@ -503,7 +547,7 @@ def _format_time(ms: int | None) -> str:
 def _format_entry(entry: HistoryEntry) -> str:
     when = _format_time(entry.server_time or entry.sent_at)
     body = printable_lines(entry.body)
-    if entry.kind == "notice":
+    if entry.kind in ("notice", "system"):
         return f"[{when}] * {body}"
     state = f" ({entry.state})" if entry.direction == "out" and entry.state else ""
     return f"[{when}] {printable(entry.sender)}: {body}{state}"
@@ -783,6 +827,118 @@ class _Runner:
                 self.say(json.dumps(data, ensure_ascii=True, sort_keys=True))
             else:
                 self.say(_format_entry(entry))
+        return EXIT_OK
+
+    def cmd_groups(self) -> int:
+        self.online()
+        found = self.client.groups()
+        if not found:
+            self.say("No groups yet; create one with group-create NAME.")
+        for group in found:
+            role = group.role or "left"
+            flags = [
+                flag
+                for flag, on in (("muted", group.muted), ("read-only", group.read_only))
+                if on
+            ]
+            extra = f"\t{','.join(flags)}" if flags else ""
+            self.say(
+                f"{group.group_id}\t{printable(group.name)}\t{role}"
+                f"\t{group.members} members{extra}"
+            )
+        return EXIT_OK
+
+    def cmd_group_create(self) -> int:
+        self.online()
+        group_id = self.client.create_group(self.args.name)
+        self.say(f"Created the group {printable(self.args.name.strip())}.")
+        self.say(group_id)
+        return EXIT_OK
+
+    def cmd_group_add(self) -> int:
+        self.online()
+        for user in self.args.users:
+            self.client.group_add(self.args.group_id, user)
+            self.say(f"Added {printable(user)}.")
+        return EXIT_OK
+
+    def cmd_group_remove(self) -> int:
+        self.online()
+        for user in self.args.users:
+            self.client.group_remove(self.args.group_id, user)
+            self.say(f"Removed {printable(user)}.")
+        return EXIT_OK
+
+    def cmd_group_send(self) -> int:
+        self.online()
+        text = self.args.text
+        if text == "-":
+            text = self.passwords.stdin.read().rstrip("\n")
+        result = self.client.send_group_text(self.args.group_id, text, self.timeout)
+        if result.state == "sent":
+            self.say(f"Sent (message {result.message_id}).")
+            return EXIT_OK
+        if result.state == "failed":
+            raise _CommandError(f"Not sent: {result.error}", EXIT_ERROR)
+        self.say(
+            f"Queued in the outbox (message {result.message_id}); it goes out "
+            "with the next command that connects."
+        )
+        return EXIT_QUEUED
+
+    def cmd_group_members(self) -> int:
+        self.online()
+        for member in self.client.group_members(self.args.group_id):
+            presence = "online" if member["online"] else "offline"
+            muted = "\tmuted" if member["muted"] else ""
+            self.say(
+                f"{printable(member['username'])}\t{member['role']}\t{presence}{muted}"
+            )
+        return EXIT_OK
+
+    def cmd_group_mute(self) -> int:
+        self.online()
+        self.client.group_mute(self.args.group_id, self.args.user, True)
+        self.say(f"Muted {printable(self.args.user)}.")
+        return EXIT_OK
+
+    def cmd_group_unmute(self) -> int:
+        self.online()
+        self.client.group_mute(self.args.group_id, self.args.user, False)
+        self.say(f"Unmuted {printable(self.args.user)}.")
+        return EXIT_OK
+
+    def cmd_group_readonly(self) -> int:
+        self.online()
+        on = self.args.state == "on"
+        self.client.group_read_only(self.args.group_id, on)
+        self.say(
+            "Only moderators may post now." if on else "Every member may post now."
+        )
+        return EXIT_OK
+
+    def cmd_group_role(self) -> int:
+        self.online()
+        self.client.group_set_role(self.args.group_id, self.args.user, self.args.role)
+        self.say(f"{printable(self.args.user)} is now a {self.args.role}.")
+        return EXIT_OK
+
+    def cmd_group_rename(self) -> int:
+        self.online()
+        self.client.group_rename(self.args.group_id, self.args.name)
+        self.say(f"Renamed the group to {printable(self.args.name.strip())}.")
+        return EXIT_OK
+
+    def cmd_group_leave(self) -> int:
+        self.online()
+        self.client.group_leave(self.args.group_id)
+        self.say("You left the group.")
+        return EXIT_OK
+
+    def cmd_group_delete(self) -> int:
+        self.online()
+        self.client.group_delete_message(self.args.group_id, self.args.message_id)
+        self.say(f"Deleted message {printable(self.args.message_id)} for everyone.")
         return EXIT_OK
 
     def cmd_safety_number(self) -> int:

@@ -28,6 +28,7 @@ Times are integer milliseconds since the Unix epoch.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -38,7 +39,7 @@ from typing import Any
 
 from server.lookup_cache import LookupCache
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DATABASE_FILE_NAME = "enctalk.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 # The server stores at most this many one-time prekeys per device. Extra
@@ -155,9 +156,48 @@ _HELD_INDEX_SCHEMA = """
 CREATE INDEX IF NOT EXISTS messages_held ON messages(sender_user)
     WHERE payload IS NOT NULL;
 """
+# Version 4 adds groups. A group's current state (name, epoch, roles,
+# mutes) is kept in tables so that a send checks it with a few lookups;
+# its signed operation log is kept whole, for clients that verify it.
+# A message row's kind is "direct", "group" (recipient is then the
+# sender) or "op" (payload is the operation's JSON, queued to members).
+_GROUP_SCHEMA = """
+ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'direct';
+ALTER TABLE messages ADD COLUMN group_id TEXT;
+CREATE TABLE groups (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    head BLOB NOT NULL,
+    read_only INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL
+);
+CREATE TABLE group_ops (
+    group_id TEXT NOT NULL REFERENCES groups(id),
+    idx INTEGER NOT NULL,
+    server_seq INTEGER NOT NULL,
+    server_time INTEGER NOT NULL,
+    op TEXT NOT NULL,
+    PRIMARY KEY (group_id, idx)
+) WITHOUT ROWID;
+CREATE TABLE group_members (
+    group_id TEXT NOT NULL REFERENCES groups(id),
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    role TEXT NOT NULL,
+    muted INTEGER NOT NULL DEFAULT 0,
+    left_epoch INTEGER,
+    PRIMARY KEY (group_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX group_members_by_user ON group_members(user_id);
+"""
 # Statements that bring a database from the version in the key to the
 # next one; version 0 is a new, empty database.
-_UPGRADES = {0: _SCHEMA, 1: _ATTACHMENT_SCHEMA, 2: _HELD_INDEX_SCHEMA}
+_UPGRADES = {
+    0: _SCHEMA,
+    1: _ATTACHMENT_SCHEMA,
+    2: _HELD_INDEX_SCHEMA,
+    3: _GROUP_SCHEMA,
+}
 
 
 class StoreError(Exception):
@@ -226,6 +266,24 @@ class QueueItem:
     envelope: bytes | None
     receipt_user: str | None
     receipt_device: int | None
+    message_kind: str = "direct"
+    group_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupRow:
+    """A group's current state as the server keeps it.
+
+    ``members`` maps each current member's username to
+    ``(user_id, role, muted)``.
+    """
+
+    group_id: str
+    name: str
+    epoch: int
+    head: bytes
+    read_only: bool
+    members: dict[str, tuple[int, str, bool]]
 
 
 # Interpolated into queries below; a constant, never user input.
@@ -236,7 +294,7 @@ _USER_COLUMNS = (
 _QUEUE_SELECT = """
 SELECT q.device_id, q.seq, q.kind, m.message_id, s.username, m.sender_device,
        r.username, m.server_seq, m.server_time, m.payload, q.envelope,
-       q.receipt_user, q.receipt_device
+       q.receipt_user, q.receipt_device, m.kind, m.group_id
 FROM queue q
 JOIN messages m ON m.server_seq = q.server_seq
 JOIN users s ON s.id = m.sender_user
@@ -274,6 +332,8 @@ def _queue_item(row: Any) -> QueueItem:
         envelope=None if row[10] is None else bytes(row[10]),
         receipt_user=row[11],
         receipt_device=row[12],
+        message_kind=row[13],
+        group_id=row[14],
     )
 
 
@@ -1181,9 +1241,11 @@ class Store:
         """
         receipts: list[tuple[int, int, str]] = []
         with self.transaction() as db:
+            # Group messages and group operations get no receipts: one per
+            # member and message would cost more than the message.
             rows = db.execute(
-                "SELECT q.server_seq, m.sender_user, m.message_id FROM queue q"
-                " JOIN messages m ON m.server_seq = q.server_seq"
+                "SELECT q.server_seq, m.sender_user, m.message_id, m.kind"
+                " FROM queue q JOIN messages m ON m.server_seq = q.server_seq"
                 " WHERE q.device_id = ? AND q.seq <= ? AND q.kind = 'message'"
                 " ORDER BY q.seq",
                 (device_id, upto),
@@ -1193,8 +1255,8 @@ class Store:
             ).rowcount
             self._count_queued([device_id], -deleted)
             by_sender: dict[int, list[tuple[int, str]]] = {}
-            for server_seq, sender_user, message_id in rows:
-                if sender_user != reader_user:
+            for server_seq, sender_user, message_id, kind in rows:
+                if sender_user != reader_user and kind == "direct":
                     acked = by_sender.setdefault(sender_user, [])
                     acked.append((server_seq, message_id))
             inserts = []
@@ -1250,3 +1312,257 @@ class Store:
             for _, sender_user, size in dropped:
                 if sender_user in cache.held_bytes:
                     cache.held_bytes[sender_user] -= size
+
+    # Groups
+
+    def find_group_message(self, sender_user: int, message_id: str) -> str | None:
+        """Return the group id of a stored message, "" for a direct one, or None."""
+        row = self.db.execute(
+            "SELECT group_id FROM messages WHERE sender_user = ? AND message_id = ?",
+            (sender_user, message_id),
+        ).fetchone()
+        if row is None:
+            return None
+        return "" if row[0] is None else str(row[0])
+
+    def group(self, group_id: str) -> GroupRow | None:
+        """Return the group's current state, or None if there is no such group."""
+        row = self.db.execute(
+            "SELECT name, epoch, head, read_only FROM groups WHERE id = ?",
+            (group_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        members = self.db.execute(
+            "SELECT u.username, m.user_id, m.role, m.muted FROM group_members m"
+            " JOIN users u ON u.id = m.user_id"
+            " WHERE m.group_id = ? AND m.left_epoch IS NULL",
+            (group_id,),
+        ).fetchall()
+        return GroupRow(
+            group_id=group_id,
+            name=row[0],
+            epoch=row[1],
+            head=bytes(row[2]),
+            read_only=bool(row[3]),
+            members={
+                member[0]: (member[1], member[2], bool(member[3])) for member in members
+            },
+        )
+
+    def group_access(self, group_id: str, user_id: int) -> int | None:
+        """Return the last log index ``user_id`` may read, or None for none.
+
+        A member reads the whole log; a former member reads it up to the
+        operation that removed them.
+        """
+        row = self.db.execute(
+            "SELECT m.left_epoch, g.epoch FROM group_members m"
+            " JOIN groups g ON g.id = m.group_id"
+            " WHERE m.group_id = ? AND m.user_id = ?",
+            (group_id, user_id),
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[1] if row[0] is None else row[0])
+
+    def user_groups(self, user_id: int) -> list[tuple[str, str, int]]:
+        """Return ``(group_id, name, epoch)`` of every group ``user_id`` is in."""
+        rows = self.db.execute(
+            "SELECT g.id, g.name, g.epoch FROM group_members m"
+            " JOIN groups g ON g.id = m.group_id"
+            " WHERE m.user_id = ? AND m.left_epoch IS NULL ORDER BY g.created, g.id",
+            (user_id,),
+        ).fetchall()
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def group_log(
+        self, group_id: str, after: int, upto: int, limit: int
+    ) -> list[tuple[str, int, int]]:
+        """Return ``(op JSON, server_seq, server_time)`` of ops after..upto."""
+        rows = self.db.execute(
+            "SELECT op, server_seq, server_time FROM group_ops"
+            " WHERE group_id = ? AND idx > ? AND idx <= ? ORDER BY idx LIMIT ?",
+            (group_id, after, upto, limit),
+        ).fetchall()
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def group_member_devices(
+        self, user_ids: Iterable[int], active_since: int
+    ) -> list[tuple[int, str, int]]:
+        """Return ``(user_id, username, device_id)`` of the users' active devices."""
+        ids = sorted(set(user_ids))
+        result: list[tuple[int, str, int]] = []
+        for start in range(0, len(ids), MAX_BOUND_VALUES):
+            chunk = ids[start : start + MAX_BOUND_VALUES]
+            marks = ",".join("?" * len(chunk))
+            # Only "?" placeholders are interpolated.
+            query = (
+                "SELECT d.user_id, u.username, d.id FROM devices d"  # noqa: S608
+                " JOIN users u ON u.id = d.user_id"
+                f" WHERE d.user_id IN ({marks}) AND d.removed = 0"
+                " AND d.last_seen >= ? ORDER BY d.user_id, d.id"
+            )
+            rows = self.db.execute(query, [*chunk, active_since]).fetchall()
+            result.extend((row[0], row[1], row[2]) for row in rows)
+        return result
+
+    def store_group_op(
+        self,
+        group: GroupRow,
+        op_json: str,
+        actor: tuple[int, int],
+        user_ids: dict[str, int],
+        devices: list[int],
+        now: int,
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """Commit a group operation and its new state, queued to ``devices``.
+
+        ``group`` is the state after the operation, ``actor`` is
+        ``(user_id, device_id)`` and ``user_ids`` maps every username in
+        the old or new member list to its user id. Returns
+        ``(server_seq, [(device_id, seq), ...])``.
+        """
+        payload = op_json.encode("utf-8")
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO messages (sender_user, sender_device, message_id,"
+                " recipient, payload, payload_hash, server_time, kind, group_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'op', ?)",
+                (
+                    actor[0],
+                    actor[1],
+                    f"op:{group.group_id}:{group.epoch}",
+                    actor[0],
+                    payload,
+                    hashlib.sha256(payload).digest(),
+                    now,
+                    group.group_id,
+                ),
+            )
+            server_seq = cursor.lastrowid
+            assert server_seq is not None
+            db.execute(
+                "INSERT INTO groups (id, name, epoch, head, read_only, created)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " name = excluded.name, epoch = excluded.epoch,"
+                " head = excluded.head, read_only = excluded.read_only",
+                (
+                    group.group_id,
+                    group.name,
+                    group.epoch,
+                    group.head,
+                    int(group.read_only),
+                    now,
+                ),
+            )
+            db.execute(
+                "INSERT INTO group_ops (group_id, idx, server_seq, server_time, op)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (group.group_id, group.epoch, server_seq, now, op_json),
+            )
+            current = {user_id for user_id, _, _ in group.members.values()}
+            for user_id in set(user_ids.values()) - current:
+                db.execute(
+                    "UPDATE group_members SET left_epoch = ?"
+                    " WHERE group_id = ? AND user_id = ? AND left_epoch IS NULL",
+                    (group.epoch, group.group_id, user_id),
+                )
+            for user_id, role, muted in group.members.values():
+                db.execute(
+                    "INSERT INTO group_members (group_id, user_id, role, muted)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (group_id, user_id) DO UPDATE"
+                    " SET role = excluded.role, muted = excluded.muted,"
+                    " left_epoch = NULL",
+                    (group.group_id, user_id, role, int(muted)),
+                )
+            queued = []
+            rows = []
+            for device_id in devices:
+                seq = self._take_seqs(db, device_id, 1)
+                rows.append((device_id, seq, "message", server_seq, None))
+                queued.append((device_id, seq))
+            self._insert_rows(
+                db, "queue (device_id, seq, kind, server_seq, envelope)", rows
+            )
+            self._count_queued(devices, 1)
+        return server_seq, queued
+
+    def store_group_message(
+        self,
+        sender: tuple[int, int],
+        group_id: str,
+        message_id: str,
+        payload: bytes,
+        payload_hash: bytes,
+        envelopes: list[tuple[int, bytes]],
+        now: int,
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """Commit a group message and one queue row per ``(device_id, envelope)``.
+
+        ``sender`` is ``(user_id, device_id)``. Raises
+        ``sqlite3.IntegrityError`` if the sender already used ``message_id``.
+        """
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO messages (sender_user, sender_device, message_id,"
+                " recipient, payload, payload_hash, server_time, kind, group_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'group', ?)",
+                (
+                    sender[0],
+                    sender[1],
+                    message_id,
+                    sender[0],
+                    payload,
+                    payload_hash,
+                    now,
+                    group_id,
+                ),
+            )
+            server_seq = cursor.lastrowid
+            assert server_seq is not None
+            queued = []
+            rows = []
+            for device_id, envelope in envelopes:
+                seq = self._take_seqs(db, device_id, 1)
+                rows.append((device_id, seq, "message", server_seq, envelope))
+                queued.append((device_id, seq))
+            self._insert_rows(
+                db, "queue (device_id, seq, kind, server_seq, envelope)", rows
+            )
+            cache = self._batch_lookups()
+            if cache is not None and sender[0] in cache.held_bytes:
+                cache.held_bytes[sender[0]] += len(payload)
+            self._count_queued((device_id for device_id, _ in envelopes), 1)
+        return server_seq, queued
+
+    def withdraw_group_message(
+        self, group_id: str, author: int, message_id: str
+    ) -> bool:
+        """Drop the stored copies of a group message deleted for everyone.
+
+        The queue rows stay, without ciphertext, so that every device's
+        sequence numbers keep no gap; they are pushed as ``dropped``.
+        Returns False if the group has no such message.
+        """
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT server_seq, LENGTH(payload) FROM messages"
+                " WHERE sender_user = ? AND message_id = ? AND group_id = ?"
+                " AND kind = 'group'",
+                (author, message_id, group_id),
+            ).fetchone()
+            if row is None:
+                return False
+            server_seq, size = row
+            db.execute(
+                "UPDATE messages SET payload = NULL WHERE server_seq = ?",
+                (server_seq,),
+            )
+            db.execute(
+                "UPDATE queue SET envelope = NULL WHERE server_seq = ?", (server_seq,)
+            )
+            cache = self._batch_lookups()
+            if size is not None and cache is not None and author in cache.held_bytes:
+                cache.held_bytes[author] -= size
+        return True

@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 
 # Request types the commit writer runs: the ones that write on nearly
 # every call, and none of them hashes a password.
-BATCHED_REQUESTS = frozenset({"send", "ack"})
+BATCHED_REQUESTS = frozenset({"send", "ack", "group_send", "group_op"})
 # Requests committed in one transaction at most, which bounds how long a
 # batch holds the write lock and delays the replies of its first request.
 MAX_BATCH = 256

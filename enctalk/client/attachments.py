@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from enctalk.client import audio
+from enctalk.client import audio, groups
 from enctalk.client import errors as codes
 from enctalk.client.errors import ClientError
 from enctalk.client.events import DELIVERY_UPDATED
@@ -271,10 +271,20 @@ def send_audio(
     server's acknowledgement of the message, like ``send_text``. Raises
     ClientError ``invalid_message`` for a file that is not a WAV file.
     """
-    from enctalk.client.core import _username
+    from enctalk.client.core import _group_id, _username
     from enctalk.client.messaging import SendResult
 
-    name = _username(to)
+    if to.startswith("#"):
+        group_id = _group_id(to)
+        name = groups.conversation_of(group_id)
+        with client._lock:
+            refusal = groups.require_group(client, group_id).post_refusal(
+                client._require_username()
+            )
+        if refusal is not None:
+            raise ClientError(codes.NOT_ALLOWED, refusal)
+    else:
+        name = _username(to)
     try:
         duration = audio.wav_duration(path)
     except (OSError, ValueError) as exc:
@@ -317,15 +327,17 @@ def _queue(
     with client._lock:
         state = client._require_state()
         me = client._require_username()
-        state["outbox"].append(
-            {
-                "message_id": message_id,
-                "to": to,
-                "body": body,
-                "sent_at": sent_at,
-                "attachment": reference,
-            }
-        )
+        item = {
+            "message_id": message_id,
+            "to": to,
+            "body": body,
+            "sent_at": sent_at,
+            "attachment": reference,
+        }
+        group_id = groups.group_of(to)
+        if group_id is not None:
+            item["group"] = group_id
+        state["outbox"].append(item)
         client._require_history().add(
             HistoryEntry(
                 conversation=to,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from enctalk.client import errors as codes
-from enctalk.client import messaging, receiving
+from enctalk.client import groups, messaging, receiving
 from enctalk.client.address import format_server_address, parse_server_address
 from enctalk.client.connection import CONNECTED, Connection
 from enctalk.client.errors import ClientError, profile_damaged, save_failed
@@ -44,6 +44,7 @@ from enctalk.client.events import (
     SESSION_REVOKED,
     Event,
 )
+from enctalk.client.groups import GroupInfo
 from enctalk.client.history import (
     FAILED,
     HISTORY_KEY_SIZE,
@@ -56,7 +57,7 @@ from enctalk.client.passwords import check_new_password
 from enctalk.client.profile import Profile, default_profile_dir
 from enctalk.client.trust import ConfirmServer, ServerTrust, certificate_fingerprint
 from enctalk.crypto import backup as key_backup
-from enctalk.crypto import safety
+from enctalk.crypto import grouplog, safety
 from enctalk.crypto import session as e2e
 from enctalk.crypto.errors import (
     BackupError,
@@ -127,6 +128,30 @@ def _username(raw: str) -> str:
         raise ClientError(
             "invalid_username", f"Invalid username {shown!r}: {exc}"
         ) from exc
+
+
+def _check_text(body: str) -> None:
+    if not body:
+        raise ClientError(codes.INVALID_MESSAGE, "The message is empty.")
+    size = len(body.encode("utf-8"))
+    if size > MAX_TEXT_BYTES:
+        raise ClientError(
+            codes.INVALID_MESSAGE,
+            f"The message is {size} bytes long; the maximum is {MAX_TEXT_BYTES} bytes.",
+        )
+
+
+def _group_id(raw: str) -> str:
+    """Return the group id in ``raw`` (with or without "#"), or raise."""
+    text = raw.strip().lower()
+    if text.startswith("#"):
+        text = text[1:]
+    if len(text) != 32 or any(char not in "0123456789abcdef" for char in text):
+        raise ClientError(
+            codes.UNKNOWN_GROUP,
+            f"{raw[:40]!r} is not a group id (32 hexadecimal digits).",
+        )
+    return text
 
 
 def _default_device_name() -> str:
@@ -745,15 +770,7 @@ class Client:
         stays in the outbox and goes out after a reconnect or restart.
         """
         name = _username(to)
-        if not body:
-            raise ClientError(codes.INVALID_MESSAGE, "The message is empty.")
-        size = len(body.encode("utf-8"))
-        if size > MAX_TEXT_BYTES:
-            raise ClientError(
-                codes.INVALID_MESSAGE,
-                f"The message is {size} bytes long; the maximum is "
-                f"{MAX_TEXT_BYTES} bytes.",
-            )
+        _check_text(body)
         if name == self.profile.username:
             raise ClientError(
                 codes.INVALID_USERNAME, "You cannot send messages to yourself."
@@ -763,18 +780,39 @@ class Client:
             self._require_state()
             self.check_session()
         self._require_contact(name, timeout)
+        return self._queue_and_wait({"to": name, "body": body}, timeout)
+
+    def send_group_text(
+        self, group_id: str, body: str, timeout: float | None = None
+    ) -> SendResult:
+        """Queue a text message to every member of a group; wait as send_text.
+
+        Raises ClientError ``not_allowed`` at once when this device's
+        verified copy of the group says this account may not post
+        (removed, muted, or read-only for members).
+        """
+        gid = _group_id(group_id)
+        _check_text(body)
+        timeout = self.timeout if timeout is None else timeout
+        with self._lock:
+            self.check_session()
+            state = groups.require_group(self, gid)
+            refusal = state.post_refusal(self._require_username())
+            if refusal is not None:
+                raise ClientError(codes.NOT_ALLOWED, refusal)
+        item = {"to": groups.conversation_of(gid), "group": gid, "body": body}
+        return self._queue_and_wait(item, timeout)
+
+    def _queue_and_wait(self, fields: dict[str, Any], timeout: float) -> SendResult:
+        """Put a new text message in the outbox and history; wait for its outcome."""
         message_id = str(uuid.uuid4())
         sent_at = _now_ms()
+        conversation = fields["to"]
         with self._lock:
             state = self._require_state()
             self.check_session()
             me = self._require_username()
-            item = {
-                "message_id": message_id,
-                "to": name,
-                "body": body,
-                "sent_at": sent_at,
-            }
+            item = {"message_id": message_id, "sent_at": sent_at, **fields}
             state["outbox"].append(item)
             try:
                 self._save()
@@ -784,11 +822,11 @@ class Client:
             # The outbox is saved first, so a failed history write leaves a
             # queued message rather than a history line that never goes out.
             entry = HistoryEntry(
-                conversation=name,
+                conversation=conversation,
                 kind="text",
                 direction="out",
                 sender=me,
-                body=body,
+                body=fields["body"],
                 message_id=message_id,
                 server_seq=None,
                 server_time=None,
@@ -806,10 +844,14 @@ class Client:
         self._emit(
             DELIVERY_UPDATED,
             message_id=message_id,
-            conversation=name,
+            conversation=conversation,
             state=SENDING,
         )
         self._tasks.put(("flush",))
+        return self.wait_for_send(message_id, timeout)
+
+    def wait_for_send(self, message_id: str, timeout: float) -> SendResult:
+        """Wait up to ``timeout`` for the outcome of a queued message."""
         deadline = time.monotonic() + timeout
         with self._send_done:
             while message_id not in self._send_outcomes:
@@ -828,6 +870,113 @@ class Client:
         if isinstance(outcome, ClientError):
             raise outcome
         return outcome
+
+    # Public API: groups.
+
+    def create_group(self, name: str) -> str:
+        """Create a group named ``name``, owned by this account; return its id."""
+        clean = name.strip()
+        if not clean:
+            raise ClientError(codes.INVALID_MESSAGE, "A group needs a name.")
+        self.wait_ready()
+        with self._lock:
+            return groups.create(self, clean)
+
+    def groups(self) -> list[GroupInfo]:
+        """Return the groups this device knows, newest state first fetched.
+
+        Groups this account has left or was removed from keep their
+        history and have ``role`` None.
+        """
+        with self._lock:
+            known = list(self._require_state().get("groups", {}))
+            return sorted(
+                (groups.info(self, gid) for gid in known),
+                key=lambda info: (info.role is None, info.name.casefold()),
+            )
+
+    def group_info(self, group_id: str) -> GroupInfo:
+        with self._lock:
+            return groups.info(self, _group_id(group_id))
+
+    def group_members(self, group_id: str) -> list[dict[str, Any]]:
+        """Return the verified members: username, role, muted, online.
+
+        Roles and mutes come from this device's verified log; only
+        ``online`` comes from the server.
+        """
+        gid = _group_id(group_id)
+        self.wait_ready()
+        with self._lock:
+            groups.sync_log(self, gid)
+            state = groups.require_group(self, gid)
+            online: dict[str, bool] = {}
+            if state.is_member(self._require_username()):
+                reply = self._request("group_members", group_id=gid)
+                online = {m["username"]: m["online"] for m in reply["members"]}
+            self._save()
+            order = {"owner": 0, "moderator": 1, "member": 2}
+            return [
+                {
+                    "username": name,
+                    "role": role,
+                    "muted": name in state.muted,
+                    "online": online.get(name, False),
+                }
+                for name, role in sorted(
+                    state.roles.items(), key=lambda item: (order[item[1]], item[0])
+                )
+            ]
+
+    def group_add(self, group_id: str, username: str) -> None:
+        """Add ``username`` to a group (owner and moderators only)."""
+        self._group_change(group_id, grouplog.ADD, _username(username))
+
+    def group_remove(self, group_id: str, username: str) -> None:
+        """Remove ``username``; nobody encrypts to their devices from now on."""
+        self._group_change(group_id, grouplog.REMOVE, _username(username))
+
+    def group_leave(self, group_id: str) -> None:
+        with self._lock:
+            me = self._require_username()
+        self._group_change(group_id, grouplog.LEAVE, me)
+
+    def group_rename(self, group_id: str, name: str) -> None:
+        self._group_change(group_id, grouplog.RENAME, value=name.strip())
+
+    def group_set_role(self, group_id: str, username: str, role: str) -> None:
+        """Make a member a ``moderator`` or an ordinary ``member`` (owner only)."""
+        self._group_change(group_id, grouplog.SET_ROLE, _username(username), role)
+
+    def group_mute(self, group_id: str, username: str, muted: bool = True) -> None:
+        action = grouplog.MUTE if muted else grouplog.UNMUTE
+        self._group_change(group_id, action, _username(username))
+
+    def group_read_only(self, group_id: str, read_only: bool) -> None:
+        value = "on" if read_only else "off"
+        self._group_change(group_id, grouplog.READ_ONLY, value=value)
+
+    def group_delete_message(self, group_id: str, message_id: str) -> None:
+        """Delete a group message for everyone (its author or a moderator)."""
+        gid = _group_id(group_id)
+        with self._lock:
+            entry = self._require_history().find(message_id)
+            if entry is None or entry.conversation != groups.conversation_of(gid):
+                raise ClientError(
+                    codes.INVALID_MESSAGE,
+                    f"Message {message_id} is not a message of this group.",
+                )
+            value = grouplog.message_ref(entry.sender, message_id)
+        self._group_change(gid, grouplog.DELETE, value=value)
+
+    def _group_change(
+        self, group_id: str, action: str, target: str = "", value: str = ""
+    ) -> None:
+        gid = _group_id(group_id)
+        self.wait_ready()
+        with self._lock:
+            groups.sync_log(self, gid)
+            groups.submit_op(self, gid, action, target, value)
 
     def _require_contact(self, name: str, timeout: float) -> None:
         """Raise ClientError ``unknown_contact`` unless ``name`` is a contact.
@@ -864,10 +1013,14 @@ class Client:
     ) -> list[HistoryEntry]:
         """Return the local conversation with ``username``, ordered by server_seq.
 
-        ``limit`` keeps the newest entries; ``before_seq`` only those before
-        the message with that server_seq (to page back).
+        A group's conversation is ``#`` and its id. ``limit`` keeps the
+        newest entries; ``before_seq`` only those before the message with
+        that server_seq (to page back).
         """
-        name = _username(username)
+        if username.startswith("#"):
+            name = groups.conversation_of(_group_id(username))
+        else:
+            name = _username(username)
         with self._lock:
             return self._require_history().conversation(name, limit, before_seq)
 
@@ -887,14 +1040,16 @@ class Client:
                     codes.INVALID_MESSAGE,
                     f"Message {message_id} is not a failed outgoing message.",
                 )
-            state["outbox"].append(
-                {
-                    "message_id": message_id,
-                    "to": entry.conversation,
-                    "body": entry.body,
-                    "sent_at": entry.sent_at or _now_ms(),
-                }
-            )
+            item = {
+                "message_id": message_id,
+                "to": entry.conversation,
+                "body": entry.body,
+                "sent_at": entry.sent_at or _now_ms(),
+            }
+            group_id = groups.group_of(entry.conversation)
+            if group_id is not None:
+                item["group"] = group_id
+            state["outbox"].append(item)
             history.update(message_id, state=SENDING)
             self._save()
         self._emit(
@@ -1305,6 +1460,11 @@ class Client:
                 receiving.drop_held_pushes(self)
                 after = int(self._require_state()["last_seq"])
             self._request("sync", after=after)
+            with self._lock:
+                try:
+                    groups.sync_all(self)
+                finally:
+                    self._save()
             messaging.flush_outbox(self)
         finally:
             self._ready.set()
@@ -1318,4 +1478,4 @@ def _signed_prekey_fields(signed: Any) -> dict[str, Any]:
     }
 
 
-__all__ = ["Client", "ClientError", "Contact", "SendResult"]
+__all__ = ["Client", "ClientError", "Contact", "GroupInfo", "SendResult"]

@@ -27,6 +27,9 @@ UNKNOWN_CONTACT = "unknown_contact"
 INVALID_MESSAGE = "invalid_message"
 ATTACHMENT_INVALID = "attachment_invalid"
 AUDIO_UNAVAILABLE = "audio_unavailable"
+UNKNOWN_GROUP = "unknown_group"
+GROUP_INVALID = "group_invalid"
+NOT_ALLOWED = "not_allowed"
 
 
 class ClientError(Exception):

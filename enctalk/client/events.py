@@ -4,7 +4,8 @@ The core puts :class:`Event` objects on a :class:`queue.Queue`; a GUI
 drains it from its main loop (Tk's ``after``) and the CLI prints them.
 Each event has a ``name`` and a dict of JSON-safe ``data``:
 
-- ``message_received``: conversation, sender, sender_device, body,
+- ``message_received``: conversation (``#`` and the group id for a
+  group message), group (the group id, or None), sender, sender_device, body,
   message_id, server_seq, server_time, sent_at (sender's clock, ms),
   kind (``text`` or ``audio``) and, for audio, attachment (the reference
   without its key: attachment_id, size, duration, sha256, name).
@@ -23,6 +24,10 @@ Each event has a ``name`` and a dict of JSON-safe ``data``:
 - ``session_revoked``: reason.
 - ``prekeys_low``: remaining.
 - ``prekeys_uploaded``: count (the number the server now holds).
+- ``group_updated``: group_id, conversation (``#`` and the group id),
+  epoch, action, actor, target, text (the conversation line) and member
+  (false once this account was removed or left).
+- ``message_deleted``: conversation, message_id (deleted for everyone).
 - ``error``: code, message (a background operation failed).
 """
 
@@ -41,6 +46,8 @@ CONNECTION_STATE = "connection_state"
 SESSION_REVOKED = "session_revoked"
 PREKEYS_LOW = "prekeys_low"
 PREKEYS_UPLOADED = "prekeys_uploaded"
+GROUP_UPDATED = "group_updated"
+MESSAGE_DELETED = "message_deleted"
 ERROR = "error"
 
 

@@ -10,12 +10,14 @@ verifying prekey bundles for devices without a session. Receiving is in
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from enctalk.client import errors as codes
+from enctalk.client import groups
 from enctalk.client.errors import ClientError
 from enctalk.client.events import DELIVERY_UPDATED, ERROR
 from enctalk.client.history import FAILED, SENT
@@ -23,6 +25,7 @@ from enctalk.crypto import session as e2e
 from enctalk.crypto.errors import CryptoError
 from enctalk.crypto.keys import verify_device_key, verify_prekey
 from enctalk.crypto.x3dh import PreKeyBundle
+from enctalk.protocol.schema import MAX_BUNDLE_USERS
 
 if TYPE_CHECKING:
     from enctalk.client.core import Client
@@ -44,6 +47,13 @@ _PERMANENT_SEND_ERRORS = frozenset(
         "invalid_frame",
         "message_id_conflict",
         "frame_too_large",
+        "not_a_member",
+        "group_not_found",
+        "muted",
+        "read_only",
+        "not_allowed",
+        codes.NOT_ALLOWED,
+        codes.UNKNOWN_GROUP,
         codes.IDENTITY_INVALID,
     }
 )
@@ -175,32 +185,17 @@ def _finish_send(
 
 
 def _send_item(client: Client, item: dict[str, Any]) -> dict[str, Any]:
+    if item.get("group") is not None:
+        return _send_group_item(client, item)
     me = client._require_username()
-    device_id = client.profile.device_id
-    assert device_id is not None and client._device is not None
     to, message_id = item["to"], item["message_id"]
-    fields = {
-        "kind": "text",
-        "body": item["body"],
-        "sent_at": item["sent_at"],
-        "message_id": message_id,
-    }
-    if item.get("attachment") is not None:
-        fields.update(kind="audio", attachment=item["attachment"])
-    payload = json.dumps(
-        fields,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode("utf-8")
-    key_material, sealed = e2e.seal_payload(
-        payload, e2e.payload_associated_data(me, device_id, to, message_id)
-    )
+    key_material, sealed = _sealed_payload(client, item, to)
     for user in (to, me):
         if user not in client._require_state()["devices"]:
             _fetch_bundles(client, user)
 
     for _attempt in range(MAX_SEND_ATTEMPTS):
-        envelopes = _make_envelopes(client, to, message_id, key_material)
+        envelopes = _make_envelopes(client, (to, me), to, message_id, key_material)
         try:
             return client._request(
                 "send",
@@ -221,16 +216,133 @@ def _send_item(client: Client, item: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _send_group_item(client: Client, item: dict[str, Any]) -> dict[str, Any]:
+    me = client._require_username()
+    group_id, message_id = item["group"], item["message_id"]
+    conversation = groups.conversation_of(group_id)
+    for _attempt in range(MAX_SEND_ATTEMPTS):
+        state = groups.require_group(client, group_id)
+        refusal = state.post_refusal(me)
+        if refusal is not None:
+            raise ClientError(codes.NOT_ALLOWED, refusal)
+        key_material, sealed = _sealed_payload(client, item, conversation, state.epoch)
+        members = sorted(state.roles)
+        _fetch_missing_bundles(client, members)
+        envelopes = _make_envelopes(
+            client, members, conversation, message_id, key_material
+        )
+        try:
+            return client._request(
+                "group_send",
+                message_id=message_id,
+                group_id=group_id,
+                epoch=state.epoch,
+                payload=sealed,
+                envelopes=envelopes,
+            )
+        except ClientError as exc:
+            if exc.code == "group_outdated":
+                groups.sync_log(client, group_id)
+            elif exc.code == "device_list_mismatch":
+                _apply_mismatch(client, exc.details, allowed=set(members))
+            else:
+                raise
+        finally:
+            client._save()
+    raise ClientError(
+        "device_list_mismatch",
+        "The group's members or devices kept changing; the message stays queued.",
+    )
+
+
+def _sealed_payload(
+    client: Client, item: dict[str, Any], conversation: str, epoch: int | None = None
+) -> tuple[bytes, bytes]:
+    """Return ``(key material, sealed payload)`` of an outbox item.
+
+    The first call seals the payload and keeps it in the outbox entry, so
+    a resend after a lost reply carries the same bytes and the server
+    recognizes it as the message it stored. A group message is sealed
+    again only when the epoch it names has changed, which the server
+    refused to store.
+    """
+    stored = _outbox_entry(client, item["message_id"])
+    if (
+        stored is not None
+        and "sealed" in stored
+        and stored.get("sealed_epoch") == epoch
+    ):
+        return _unb64(stored["key_material"]), _unb64(stored["sealed"])
+    me = client._require_username()
+    device_id = client.profile.device_id
+    assert device_id is not None
+    fields: dict[str, Any] = {
+        "kind": "text",
+        "body": item["body"],
+        "sent_at": item["sent_at"],
+        "message_id": item["message_id"],
+    }
+    if item.get("attachment") is not None:
+        fields.update(kind="audio", attachment=item["attachment"])
+    if epoch is not None:
+        fields.update(group=item["group"], epoch=epoch)
+    payload = json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode(
+        "utf-8"
+    )
+    key_material, sealed = e2e.seal_payload(
+        payload,
+        e2e.payload_associated_data(me, device_id, conversation, item["message_id"]),
+    )
+    if stored is not None:
+        stored.update(
+            key_material=_b64(key_material), sealed=_b64(sealed), sealed_epoch=epoch
+        )
+    return key_material, sealed
+
+
+def _outbox_entry(client: Client, message_id: str) -> dict[str, Any] | None:
+    for entry in client._require_state()["outbox"]:
+        if entry["message_id"] == message_id:
+            return entry  # type: ignore[no-any-return]
+    return None
+
+
+def _fetch_missing_bundles(client: Client, users: list[str]) -> None:
+    """Fetch, in one request per batch, the bundles of users with no device list."""
+    state = client._require_state()
+    missing = [user for user in users if user not in state["devices"]]
+    for start in range(0, len(missing), MAX_BUNDLE_USERS):
+        chunk = missing[start : start + MAX_BUNDLE_USERS]
+        reply = client._request("fetch_bundle_set", usernames=chunk)
+        listed = set()
+        for user in reply["users"]:
+            _store_bundles(client, user)
+            listed.add(user["username"])
+        for user in chunk:
+            if user not in listed:
+                # No identity key yet (the account was never set up), so
+                # no devices to encrypt to.
+                state["devices"][user] = []
+
+
 def _make_envelopes(
-    client: Client, to: str, message_id: str, key_material: bytes
+    client: Client,
+    users: tuple[str, ...] | list[str],
+    to: str,
+    message_id: str,
+    key_material: bytes,
 ) -> list[dict[str, Any]]:
+    """Encrypt ``key_material`` to every known device of ``users`` but this one.
+
+    ``to`` is the conversation: a contact's username or a group's name.
+    """
     state = client._require_state()
     me = client._require_username()
     own_device = client.profile.device_id
     assert client._device is not None and client._aik is not None
     assert own_device is not None
     envelopes = []
-    for user in dict.fromkeys((to, me)):
+    for user in dict.fromkeys(users):
         for device_id in state["devices"].get(user, []):
             if user == me and device_id == own_device:
                 continue
@@ -253,11 +365,22 @@ def _make_envelopes(
     return envelopes
 
 
-def _apply_mismatch(client: Client, details: dict[str, Any]) -> None:
+def _apply_mismatch(
+    client: Client, details: dict[str, Any], allowed: set[str] | None = None
+) -> None:
+    """Follow the server's list of missing and extra devices.
+
+    With ``allowed`` (a group's verified members), a device of anyone
+    else is never added: the server cannot make a sender encrypt to a
+    user the group's log does not list.
+    """
     state = client._require_state()
     refetch = set()
     for item in details.get("missing", []):
         user, device_id = item.get("username"), item.get("device_id")
+        if allowed is not None and user not in allowed:
+            logger.warning("server asked for envelopes to non-member %r", user)
+            continue
         if isinstance(user, str) and isinstance(device_id, int):
             known = state["devices"].setdefault(user, [])
             if device_id not in known:
@@ -283,8 +406,13 @@ def forget_device(client: Client, user: str, device_id: int) -> None:
 
 def _fetch_bundles(client: Client, user: str) -> None:
     """Fetch and verify the prekey bundles of every active device of ``user``."""
-    reply = client._request("fetch_bundles", username=user)
-    client._check_identity(reply["username"], reply["identity_key"])
+    _store_bundles(client, client._request("fetch_bundles", username=user))
+
+
+def _store_bundles(client: Client, reply: dict[str, Any]) -> None:
+    """Verify one user's bundles and make them the user's device list."""
+    user = reply["username"]
+    client._check_identity(user, reply["identity_key"])
     aik = reply["identity_key"]
     device_ids = []
     for device in reply["devices"]:
@@ -332,3 +460,11 @@ def _verify_bundle(bundle: PreKeyBundle) -> None:
         bundle.signed_prekey,
         bundle.signed_prekey_signature,
     )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text.encode("ascii"))

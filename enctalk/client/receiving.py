@@ -27,7 +27,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from enctalk.client import attachments
+from enctalk.client import attachments, groups
 from enctalk.client import errors as codes
 from enctalk.client.errors import ClientError
 from enctalk.client.events import (
@@ -42,6 +42,7 @@ from enctalk.client.events import (
 from enctalk.client.history import DELIVERED, SENT, HistoryEntry
 from enctalk.crypto import session as e2e
 from enctalk.crypto.errors import CryptoError
+from enctalk.crypto.grouplog import GroupOp, GroupOpError
 from enctalk.crypto.keys import DeviceKeys
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ MAX_IDENTITY_LOOKUPS = 5
 # rejected if it fails, so that the items behind it can go on.
 MAX_HELD_PUSHES = 1000
 
-_QUEUE_ITEMS = frozenset({"message", "receipt"})
+_QUEUE_ITEMS = frozenset({"message", "receipt", "group_op", "dropped"})
 Event = tuple[str, dict[str, Any]]
 
 
@@ -90,6 +91,12 @@ def handle_push(client: Client, kind: str, fields: dict[str, Any]) -> None:
         _receive_message(client, fields)
     elif kind == "receipt":
         _receive_receipt(client, fields)
+    elif kind == "group_op":
+        _receive_group_op(client, fields)
+    elif kind == "dropped":
+        with client._lock:
+            if client._state is not None:
+                _acknowledge(client, fields["seq"])
     elif kind == "presence":
         client._emit(
             PRESENCE_CHANGED, username=fields["username"], online=fields["online"]
@@ -241,7 +248,68 @@ def _receive_message(client: Client, fields: dict[str, Any]) -> None:
     client._emit(event[0], **event[1])
 
 
+def _receive_group_op(client: Client, fields: dict[str, Any]) -> None:
+    """Apply a queued group operation, or store a notice if it fails its checks.
+
+    When an identity key or the log cannot be fetched, the operation and
+    every later queue item are held, as for a message.
+    """
+    with client._lock:
+        state = client._state
+        if state is None:
+            return
+        seq = fields["seq"]
+        if seq <= state["last_seq"]:
+            _acknowledge(client, seq)
+            return
+        op = GroupOp.from_wire(fields["op"])
+        try:
+            groups.receive_op(client, op, fields["server_seq"], fields["server_time"])
+        except GroupOpError as exc:
+            logger.warning("group %s: operation %d rejected", op.group_id, op.index)
+            _group_notice(
+                client,
+                op.group_id,
+                f"A change to this group was rejected: {exc}",
+                fields["server_seq"],
+                fields["server_time"],
+            )
+        except ClientError as exc:
+            if exc.code == codes.IDENTITY_INVALID:
+                _group_notice(
+                    client,
+                    op.group_id,
+                    f"A change to this group was rejected: {exc.message}",
+                    fields["server_seq"],
+                    fields["server_time"],
+                )
+            elif _defer_message(client, fields, exc, kind="group_op"):
+                return
+        _acknowledge(client, seq)
+
+
+def _group_notice(
+    client: Client, group_id: str, body: str, server_seq: int, server_time: int
+) -> None:
+    client._require_history().add(
+        HistoryEntry(
+            conversation=groups.conversation_of(group_id),
+            kind="notice",
+            direction="in",
+            sender="",
+            body=body,
+            message_id=None,
+            server_seq=server_seq,
+            server_time=server_time,
+            sent_at=None,
+            state=None,
+        )
+    )
+
+
 def _conversation(client: Client, fields: dict[str, Any]) -> str:
+    if fields.get("group") is not None:
+        return groups.conversation_of(fields["group"])
     sender = fields["from"]
     return str(fields["to"] if sender == client._require_username() else sender)
 
@@ -293,6 +361,7 @@ def _accept_message(
         MESSAGE_RECEIVED,
         {
             "conversation": conversation,
+            "group": fields.get("group"),
             "sender": sender,
             "sender_device": fields["from_device"],
             "body": payload["body"],
@@ -314,7 +383,10 @@ def _reject_message(client: Client, fields: dict[str, Any], error: Exception) ->
     conversation = _conversation(client, fields)
     reason = type(error).__name__
     body = f"could not decrypt a message from {sender}"
-    if isinstance(error, ClientError) and error.code == codes.IDENTITY_INVALID:
+    if isinstance(error, ClientError) and error.code in (
+        codes.IDENTITY_INVALID,
+        codes.NOT_ALLOWED,
+    ):
         reason = error.code
         body = error.message
     logger.warning(
@@ -352,7 +424,9 @@ def _reject_message(client: Client, fields: dict[str, Any], error: Exception) ->
     )
 
 
-def _defer_message(client: Client, fields: dict[str, Any], error: ClientError) -> bool:
+def _defer_message(
+    client: Client, fields: dict[str, Any], error: ClientError, kind: str = "message"
+) -> bool:
     """Hold a message whose sender's AIK could not be fetched, or return False.
 
     Offline the message waits for the ``sync`` after the reconnect, which
@@ -368,13 +442,8 @@ def _defer_message(client: Client, fields: dict[str, Any], error: ClientError) -
         client._identity_lookups += 1
         if client._identity_lookups >= MAX_IDENTITY_LOOKUPS:
             return False
-    client._held_pushes = [("message", fields)]
-    logger.info(
-        "message %s from %s held: identity key lookup failed (%s)",
-        fields["message_id"],
-        fields["from"],
-        error.code,
-    )
+    client._held_pushes = [(kind, fields)]
+    logger.info("queue item %d held: a lookup failed (%s)", fields["seq"], error.code)
     if not offline:
         client._schedule(("retry_held",), error.retry_after)
     return True
@@ -415,11 +484,62 @@ def _open_message(client: Client, fields: dict[str, Any]) -> _OpenedMessage:
         e2e.payload_associated_data(sender, sender_device, to, message_id),
     )
     payload = _parse_payload(plaintext, message_id)
+    group = fields.get("group")
+    if group is not None or payload.get("group") is not None:
+        _check_group_message(client, fields, payload)
 
     _check_sender_identity(client, sender, decrypted.sender_aik_public)
     return _OpenedMessage(
         payload, device, key, decrypted.session, decrypted.sender_aik_public
     )
+
+
+def _check_group_message(
+    client: Client, fields: dict[str, Any], payload: dict[str, Any]
+) -> None:
+    """Raise ClientError ``not_allowed`` unless the sender could post then.
+
+    The payload names the group and the epoch the sender wrote at; both
+    are under the sender's key, so the server cannot move the message.
+    The log is fetched first when this device is behind that epoch.
+    Raises _IdentityLookupFailed when that fetch fails.
+    """
+    group_id, named_epoch = fields.get("group"), payload.get("epoch", "")
+    if (
+        group_id is None
+        or payload.get("group") != group_id
+        or fields["to"] != groups.conversation_of(group_id)
+        or not _is_int(named_epoch)
+    ):
+        raise ValueError("group message names another group than its envelope")
+    epoch: int = named_epoch
+    local = groups.local_state(client, group_id)
+    if local is None or local.epoch < epoch:
+        try:
+            groups.sync_log(client, group_id)
+        except ClientError as exc:
+            raise _IdentityLookupFailed(exc) from exc
+    state = groups.state_at(client, group_id, epoch)
+    sender = fields["from"]
+    if state is None:
+        raise ClientError(
+            codes.NOT_ALLOWED,
+            f"A message from {sender} names a group state this device cannot check.",
+        )
+    refusal = state.post_refusal(sender)
+    following = groups.op_stamp(client, group_id, epoch + 1)
+    if refusal is None and following is not None and following < fields["server_seq"]:
+        refusal = "it was written against a group state that had already changed."
+    if refusal is not None:
+        raise ClientError(
+            codes.NOT_ALLOWED,
+            f"A message from {sender} was rejected: "
+            + refusal.replace("You are", "they were").replace("you", "them"),
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _parse_payload(plaintext: bytes, message_id: str) -> dict[str, Any]:
@@ -463,12 +583,12 @@ def _check_sender_identity(client: Client, sender: str, aik: bytes) -> None:
 
 
 def _listed_identity(client: Client, name: str) -> bytes | None:
-    """Return the AIK that the server lists for the contact ``name``, or None."""
+    """Return the AIK that the server lists for ``name``, or None."""
     try:
-        reply = client._request("list_contacts")
+        reply = client._request("lookup_identities", usernames=[name])
     except ClientError as exc:
         raise _IdentityLookupFailed(exc) from exc
-    for contact in reply["contacts"]:
-        if contact["username"] == name:
-            return bytes(contact["identity_key"])
+    for user in reply["users"]:
+        if user["username"] == name:
+            return bytes(user["identity_key"])
     return None

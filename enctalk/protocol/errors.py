@@ -40,6 +40,16 @@ QUOTA_EXCEEDED = "quota_exceeded"
 ATTACHMENT_NOT_FOUND = "attachment_not_found"
 INVALID_OFFSET = "invalid_offset"
 
+# Groups
+GROUP_NOT_FOUND = "group_not_found"
+GROUP_EXISTS = "group_exists"
+GROUP_OUTDATED = "group_outdated"
+NOT_A_MEMBER = "not_a_member"
+NOT_ALLOWED = "not_allowed"
+MUTED = "muted"
+READ_ONLY = "read_only"
+INVALID_GROUP_OP = "invalid_group_op"
+
 # Server side
 BUSY = "busy"
 INTERNAL_ERROR = "internal_error"
@@ -69,6 +79,14 @@ ERROR_CODES = frozenset(
         QUOTA_EXCEEDED,
         ATTACHMENT_NOT_FOUND,
         INVALID_OFFSET,
+        GROUP_NOT_FOUND,
+        GROUP_EXISTS,
+        GROUP_OUTDATED,
+        NOT_A_MEMBER,
+        NOT_ALLOWED,
+        MUTED,
+        READ_ONLY,
+        INVALID_GROUP_OP,
         BUSY,
         INTERNAL_ERROR,
     }

@@ -45,6 +45,12 @@ MAX_TEXT_LENGTH = 1000
 # One attachment chunk: its base64 (about 683 KiB) fits the default 1 MiB frame.
 MAX_CHUNK_SIZE = 512 * 1024
 ATTACHMENT_ID_LENGTH = 32
+GROUP_ID_LENGTH = 32
+MAX_GROUP_MEMBERS = 500
+# Operations in one group_log reply at most; a longer log is paged.
+MAX_GROUP_OPS_PER_FRAME = 500
+MAX_GROUPS = 1000
+MAX_BUNDLE_USERS = 500
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SNAKE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -249,6 +255,32 @@ ATTACHMENT_ID = Text(
 )
 ATTACHMENT_SIZE = Integer(1, MAX_INT)
 CHUNK = Binary(1, MAX_CHUNK_SIZE)
+GROUP_ID = Text(max_length=GROUP_ID_LENGTH, min_length=GROUP_ID_LENGTH, pattern=_HEX_ID)
+# A group conversation is named "#" + group id, which no username can be.
+CONVERSATION = Text(max_length=GROUP_ID_LENGTH + 1, min_length=1, control_allowed=True)
+GROUP_OP = Object(
+    {
+        "group_id": GROUP_ID,
+        "index": Integer(1, MAX_INT),
+        "prev": Binary(32, 32),
+        "actor": USERNAME,
+        "action": Text(16, 1, pattern=_SNAKE),
+        "target": Text(MAX_NAME_LENGTH, control_allowed=True),
+        "value": Text(MAX_TEXT_LENGTH),
+        "time": TIMESTAMP_MS,
+        "signature": SIGNATURE,
+    }
+)
+ENVELOPES = ListOf(
+    Object(
+        {
+            "username": USERNAME,
+            "device_id": DEVICE_ID,
+            "body": Binary(1, MAX_ENVELOPE_SIZE),
+        }
+    ),
+    MAX_ENVELOPES,
+)
 
 # Requests a client sends. The server replies to each with "ok" or "error".
 REQUESTS: dict[str, dict[str, Field]] = {
@@ -300,20 +332,28 @@ REQUESTS: dict[str, dict[str, Field]] = {
         "message_id": MESSAGE_ID,
         "to": USERNAME,
         "payload": Binary(1, MAX_PAYLOAD_SIZE),
-        "envelopes": ListOf(
-            Object(
-                {
-                    "username": USERNAME,
-                    "device_id": DEVICE_ID,
-                    "body": Binary(1, MAX_ENVELOPE_SIZE),
-                }
-            ),
-            MAX_ENVELOPES,
-        ),
+        "envelopes": ENVELOPES,
+    },
+    "group_send": {
+        "message_id": MESSAGE_ID,
+        "group_id": GROUP_ID,
+        "epoch": Integer(1, MAX_INT),
+        "payload": Binary(1, MAX_PAYLOAD_SIZE),
+        "envelopes": ENVELOPES,
+    },
+    "group_op": {"op": GROUP_OP},
+    "group_log": {"group_id": GROUP_ID, "after": Integer(0, MAX_INT)},
+    "list_groups": {},
+    "group_members": {"group_id": GROUP_ID},
+    "fetch_bundle_set": {
+        "usernames": ListOf(USERNAME, MAX_BUNDLE_USERS, min_items=1),
+    },
+    "lookup_identities": {
+        "usernames": ListOf(USERNAME, MAX_BUNDLE_USERS, min_items=1),
     },
     "sync": {"after": SEQUENCE},
     "ack": {"upto": SEQUENCE},
-    "attachment_create": {"to": USERNAME, "size": ATTACHMENT_SIZE},
+    "attachment_create": {"to": CONVERSATION, "size": ATTACHMENT_SIZE},
     "attachment_upload": {
         "attachment_id": ATTACHMENT_ID,
         "offset": Integer(0, MAX_INT),
@@ -348,6 +388,27 @@ DEVICE_INFO = Object(
     }
 )
 CONTACT = Object({"username": USERNAME, "online": Boolean(), "identity_key": KEY})
+LOGGED_GROUP_OP = Object(
+    {"op": GROUP_OP, "server_seq": SEQUENCE, "server_time": TIMESTAMP_MS}
+)
+GROUP_SUMMARY = Object(
+    {"group_id": GROUP_ID, "name": Text(MAX_TEXT_LENGTH), "epoch": Integer(0, MAX_INT)}
+)
+GROUP_MEMBER = Object(
+    {
+        "username": USERNAME,
+        "role": Text(16, 1, pattern=_SNAKE),
+        "muted": Boolean(),
+        "online": Boolean(),
+    }
+)
+USER_BUNDLES = Object(
+    {
+        "username": USERNAME,
+        "identity_key": KEY,
+        "devices": ListOf(DEVICE_BUNDLE, MAX_DEVICES),
+    }
+)
 
 # Fields of the "ok" reply to each request type, besides "type" and "id".
 REPLIES: dict[str, dict[str, Field]] = {
@@ -388,6 +449,32 @@ REPLIES: dict[str, dict[str, Field]] = {
         "server_time": TIMESTAMP_MS,
         "duplicate": Boolean(),
     },
+    "group_send": {
+        "message_id": MESSAGE_ID,
+        "server_seq": SEQUENCE,
+        "server_time": TIMESTAMP_MS,
+        "duplicate": Boolean(),
+    },
+    "group_op": {
+        "server_seq": SEQUENCE,
+        "server_time": TIMESTAMP_MS,
+        "epoch": Integer(1, MAX_INT),
+    },
+    "group_log": {
+        "ops": ListOf(LOGGED_GROUP_OP, MAX_GROUP_OPS_PER_FRAME),
+        "epoch": Integer(0, MAX_INT),
+    },
+    "list_groups": {"groups": ListOf(GROUP_SUMMARY, MAX_GROUPS)},
+    "group_members": {
+        "epoch": Integer(0, MAX_INT),
+        "members": ListOf(GROUP_MEMBER, MAX_GROUP_MEMBERS),
+    },
+    "fetch_bundle_set": {"users": ListOf(USER_BUNDLES, MAX_BUNDLE_USERS)},
+    "lookup_identities": {
+        "users": ListOf(
+            Object({"username": USERNAME, "identity_key": KEY}), MAX_BUNDLE_USERS
+        )
+    },
     "sync": {"last": SEQUENCE},
     "ack": {},
     "attachment_create": {"attachment_id": ATTACHMENT_ID},
@@ -417,12 +504,20 @@ PUSHES: dict[str, dict[str, Field]] = {
         "message_id": MESSAGE_ID,
         "from": USERNAME,
         "from_device": DEVICE_ID,
-        "to": USERNAME,
+        "to": CONVERSATION,
         "server_seq": SEQUENCE,
         "server_time": TIMESTAMP_MS,
         "payload": Binary(1, MAX_PAYLOAD_SIZE),
         "envelope": Binary(1, MAX_ENVELOPE_SIZE),
+        "group": Optional(GROUP_ID),
     },
+    "group_op": {
+        "seq": SEQUENCE,
+        "op": GROUP_OP,
+        "server_seq": SEQUENCE,
+        "server_time": TIMESTAMP_MS,
+    },
+    "dropped": {"seq": SEQUENCE},
     "receipt": {
         "seq": SEQUENCE,
         "message_id": MESSAGE_ID,

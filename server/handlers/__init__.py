@@ -14,7 +14,14 @@ import logging
 from collections.abc import Callable
 
 from enctalk.protocol import errors, make_error, make_reply
-from server.handlers import accounts, attachments, contacts, devices, messages
+from server.handlers import (
+    accounts,
+    attachments,
+    contacts,
+    devices,
+    groups,
+    messages,
+)
 from server.handlers.base import (
     HandlerError,
     OnlineUsers,
@@ -42,6 +49,8 @@ HANDLERS: dict[str, Handler] = {
     "register_device": devices.register_device,
     "upload_prekeys": devices.upload_prekeys,
     "fetch_bundles": devices.fetch_bundles,
+    "fetch_bundle_set": devices.fetch_bundle_set,
+    "lookup_identities": devices.lookup_identities,
     "list_devices": devices.list_devices,
     "remove_device": devices.remove_device,
     "add_contact": contacts.add_contact,
@@ -49,6 +58,11 @@ HANDLERS: dict[str, Handler] = {
     "send": messages.send,
     "sync": messages.sync,
     "ack": messages.ack,
+    "group_op": groups.group_op,
+    "group_send": groups.group_send,
+    "group_log": groups.group_log,
+    "list_groups": groups.list_groups,
+    "group_members": groups.group_members,
     "attachment_create": attachments.attachment_create,
     "attachment_upload": attachments.attachment_upload,
     "attachment_status": attachments.attachment_status,

@@ -93,6 +93,49 @@ def _readable(services: Services, request: Request) -> tuple[Attachment, int]:
     return attachment, device_id
 
 
+def _contact_devices(services: Services, request: Request, name: str) -> set[int]:
+    """Return the devices of a contact and of the requester's account."""
+    session = request.session
+    assert session is not None
+    try:
+        to = canonical_username(name)
+    except InvalidUsername as exc:
+        raise HandlerError(errors.INVALID_USERNAME, str(exc)) from exc
+    recipient = services.store.user_by_name(to)
+    if recipient is None:
+        raise HandlerError(errors.USER_NOT_FOUND, f"There is no user {to}.")
+    if recipient.id == session.user_id or not services.store.is_contact(
+        session.user_id, recipient.id
+    ):
+        raise HandlerError(errors.NOT_A_CONTACT, f"{to} is not one of your contacts.")
+    active_since = services.active_since
+    devices = set(services.store.active_devices(recipient.id, active_since))
+    devices |= set(services.store.active_devices(session.user_id, active_since))
+    return devices
+
+
+def _group_devices(services: Services, request: Request, group_id: str) -> set[int]:
+    """Return the devices of every member of a group the requester may post in.
+
+    NOTE: like a direct attachment, the devices are fixed here, so a member
+    added after the upload cannot fetch it.
+    """
+    session = request.session
+    assert session is not None
+    row = services.store.group(group_id)
+    if row is None or session.username not in row.members:
+        raise HandlerError(
+            errors.GROUP_NOT_FOUND, f"There is no group {group_id} that you are in."
+        )
+    member_ids = [uid for uid, _, _ in row.members.values()]
+    return {
+        device_id
+        for _, _, device_id in services.store.group_member_devices(
+            member_ids, services.active_since
+        )
+    }
+
+
 def attachment_create(services: Services, request: Request) -> Outcome:
     session, own_device = require_device(request)
     size = request.fields["size"]
@@ -104,21 +147,11 @@ def attachment_create(services: Services, request: Request) -> Outcome:
             f"{limit} bytes.",
             details={"max_attachment_size": limit},
         )
-    try:
-        to = canonical_username(request.fields["to"])
-    except InvalidUsername as exc:
-        raise HandlerError(errors.INVALID_USERNAME, str(exc)) from exc
-    recipient = services.store.user_by_name(to)
-    if recipient is None:
-        raise HandlerError(errors.USER_NOT_FOUND, f"There is no user {to}.")
-    if recipient.id == session.user_id or not services.store.is_contact(
-        session.user_id, recipient.id
-    ):
-        raise HandlerError(errors.NOT_A_CONTACT, f"{to} is not one of your contacts.")
-
-    active_since = services.active_since
-    devices = set(services.store.active_devices(recipient.id, active_since))
-    devices |= set(services.store.active_devices(session.user_id, active_since))
+    target = request.fields["to"]
+    if target.startswith("#"):
+        devices = _group_devices(services, request, target[1:])
+    else:
+        devices = _contact_devices(services, request, target)
     devices.discard(own_device)
 
     store = attachment_store(services)

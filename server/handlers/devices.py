@@ -15,6 +15,7 @@ from typing import Any
 from enctalk.crypto.errors import SignatureError
 from enctalk.crypto.keys import verify_device_key, verify_prekey
 from enctalk.protocol import InvalidUsername, canonical_username, errors, make_push
+from enctalk.protocol.schema import KEY_SIZE
 from server.handlers.base import (
     HandlerError,
     Outcome,
@@ -118,18 +119,59 @@ def upload_prekeys(services: Services, request: Request) -> Outcome:
 
 def fetch_bundles(services: Services, request: Request) -> Outcome:
     session = require_session(request)
+    outcome = Outcome()
+    outcome.reply = _user_bundles(
+        services, session.device_id, request.fields["username"], outcome
+    )
+    return outcome
+
+
+def fetch_bundle_set(services: Services, request: Request) -> Outcome:
+    """Fetch the bundles of several users at once, for a group's first send."""
+    session = require_session(request)
+    outcome = Outcome()
+    users = []
+    for raw in dict.fromkeys(request.fields["usernames"]):
+        bundles = _user_bundles(services, session.device_id, raw, outcome)
+        # An account still waiting for its first login has no identity key.
+        if len(bundles["identity_key"]) == KEY_SIZE:
+            users.append(bundles)
+    outcome.reply = {"users": users}
+    return outcome
+
+
+def lookup_identities(services: Services, request: Request) -> Outcome:
+    """Return the AIKs of the named users; unknown names are left out.
+
+    Clients check the signatures of group operations and group members'
+    messages with these keys, also for members who are not contacts.
+    """
+    require_session(request)
+    users = []
+    for raw in dict.fromkeys(request.fields["usernames"]):
+        try:
+            username = canonical_username(raw)
+        except InvalidUsername:
+            continue
+        user = services.store.user_by_name(username)
+        if user is not None and len(user.identity_key) == KEY_SIZE:
+            users.append({"username": user.username, "identity_key": user.identity_key})
+    return Outcome(reply={"users": users})
+
+
+def _user_bundles(
+    services: Services, own_device: int | None, raw_name: str, outcome: Outcome
+) -> dict[str, Any]:
+    """Take one bundle per active device of a user; queue prekeys_low frames."""
     try:
-        username = canonical_username(request.fields["username"])
+        username = canonical_username(raw_name)
     except InvalidUsername as exc:
         raise HandlerError(errors.INVALID_USERNAME, str(exc)) from exc
     user = services.store.user_by_name(username)
     if user is None:
         raise HandlerError(errors.USER_NOT_FOUND, f"There is no user {username}.")
-    bundles = services.store.take_bundles(
-        user.id, session.device_id, services.active_since
-    )
+    bundles = services.store.take_bundles(user.id, own_device, services.active_since)
     devices = []
-    outcome = Outcome()
     for bundle in bundles:
         one_time = None
         if bundle.one_time_prekey is not None:
@@ -154,12 +196,11 @@ def fetch_bundles(services: Services, request: Request) -> Outcome:
             outcome.device_frames.append(
                 (bundle.device_id, prekeys_low_frame(services, bundle.remaining))
             )
-    outcome.reply = {
+    return {
         "username": user.username,
         "identity_key": user.identity_key,
         "devices": devices,
     }
-    return outcome
 
 
 def list_devices(services: Services, request: Request) -> Outcome:

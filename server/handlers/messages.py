@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import sqlite3
 from typing import Any
@@ -41,7 +42,7 @@ def _b64_length(size: int) -> int:
 
 
 def queue_item_frame(item: QueueItem) -> dict[str, Any] | None:
-    """Build the push for one queue row; ``None`` if its payload is gone."""
+    """Build the push for one queue row."""
     if item.kind == "receipt":
         return make_push(
             "receipt",
@@ -50,19 +51,41 @@ def queue_item_frame(item: QueueItem) -> dict[str, Any] | None:
             username=item.receipt_user,
             device_id=item.receipt_device,
         )
-    if item.payload is None or item.envelope is None:
-        return None
+    if item.payload is None:
+        # Deleted for everyone, or its device was removed meanwhile: the
+        # device still gets the sequence number, so its queue has no gap.
+        return make_push("dropped", seq=item.seq)
+    if item.message_kind == "op":
+        return make_push(
+            "group_op",
+            seq=item.seq,
+            op=json.loads(item.payload),
+            server_seq=item.server_seq,
+            server_time=item.server_time,
+        )
+    if item.envelope is None:
+        return make_push("dropped", seq=item.seq)
+    group = item.group_id if item.message_kind == "group" else None
+    return message_push(item, group)
+
+
+def message_push(item: QueueItem, group: str | None) -> dict[str, Any]:
+    """Build the ``message`` push of a direct or group message."""
+    fields: dict[str, Any] = {}
+    if group is not None:
+        fields["group"] = group
     return make_push(
         "message",
         seq=item.seq,
         message_id=item.message_id,
         from_=item.sender,
         from_device=item.sender_device,
-        to=item.recipient,
+        to=item.recipient if group is None else "#" + group,
         server_seq=item.server_seq,
         server_time=item.server_time,
         payload=item.payload,
         envelope=item.envelope,
+        **fields,
     )
 
 
@@ -118,9 +141,20 @@ def _check_envelopes(
         for device_id in services.store.active_devices(session.user_id, active_since)
         if device_id != own_device
     }
+    return match_envelopes(request.fields["envelopes"], expected)
+
+
+def match_envelopes(
+    envelopes: list[dict[str, Any]], expected: set[tuple[str, int]]
+) -> list[tuple[int, bytes]]:
+    """Return ``(device_id, body)`` if the envelopes cover exactly ``expected``.
+
+    ``expected`` holds ``(username, device_id)`` pairs. Raises
+    ``device_list_mismatch`` naming the missing and the extra devices.
+    """
     given: dict[tuple[str, int], bytes] = {}
     extra: list[dict[str, Any]] = []
-    for envelope in request.fields["envelopes"]:
+    for envelope in envelopes:
         try:
             username = canonical_username(envelope["username"])
         except InvalidUsername:
@@ -141,7 +175,7 @@ def _check_envelopes(
     return [(address[1], body) for address, body in given.items()]
 
 
-def _check_quotas(
+def check_quotas(
     services: Services,
     request: Request,
     payload_size: int,
@@ -186,6 +220,24 @@ def _check_quotas(
             )
 
 
+def check_push_size(
+    services: Services, payload: bytes, envelopes: list[dict[str, Any]]
+) -> None:
+    """Raise ``frame_too_large`` if a push of the message would not fit a frame."""
+    largest_envelope = max((len(e["body"]) for e in envelopes), default=0)
+    push_size = (
+        _b64_length(len(payload))
+        + _b64_length(largest_envelope)
+        + MESSAGE_PUSH_OVERHEAD
+    )
+    if push_size > services.config.max_frame_size:
+        raise HandlerError(
+            errors.FRAME_TOO_LARGE,
+            "The message is too large to deliver within the maximum frame size of "
+            f"{services.config.max_frame_size} bytes.",
+        )
+
+
 def send(services: Services, request: Request) -> Outcome:
     session, own_device = require_device(request)
     fields = request.fields
@@ -209,21 +261,10 @@ def send(services: Services, request: Request) -> Outcome:
     ):
         raise HandlerError(errors.NOT_A_CONTACT, f"{to} is not one of your contacts.")
 
-    largest_envelope = max((len(e["body"]) for e in fields["envelopes"]), default=0)
-    push_size = (
-        _b64_length(len(payload))
-        + _b64_length(largest_envelope)
-        + MESSAGE_PUSH_OVERHEAD
-    )
-    if push_size > services.config.max_frame_size:
-        raise HandlerError(
-            errors.FRAME_TOO_LARGE,
-            "The message is too large to deliver within the maximum frame size of "
-            f"{services.config.max_frame_size} bytes.",
-        )
+    check_push_size(services, payload, fields["envelopes"])
 
     envelopes = _check_envelopes(services, request, recipient.id, recipient.username)
-    _check_quotas(services, request, len(payload), envelopes)
+    check_quotas(services, request, len(payload), envelopes)
     message_id = fields["message_id"]
     now = now_ms()
     try:
