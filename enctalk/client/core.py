@@ -79,6 +79,8 @@ from enctalk.protocol import InvalidUsername, canonical_username
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 15.0
+# Times a group change is retried after the server's request rate limit.
+MAX_RATE_LIMITED_RETRIES = 10
 STATE_FORMAT = 1
 RETRY_DELAY = 2.0
 # Text only; the protocol's payload limit (768 KiB) is far larger.
@@ -974,9 +976,20 @@ class Client:
     ) -> None:
         gid = _group_id(group_id)
         self.wait_ready()
-        with self._lock:
-            groups.sync_log(self, gid)
-            groups.submit_op(self, gid, action, target, value)
+        for _attempt in range(MAX_RATE_LIMITED_RETRIES):
+            try:
+                with self._lock:
+                    groups.submit_op(self, gid, action, target, value)
+                return
+            except ClientError as exc:
+                if exc.code != "rate_limited":
+                    raise
+                # Adding a whole class is many operations in a row; wait
+                # outside the lock, so pushes are handled meanwhile.
+                time.sleep(min(float(exc.retry_after or 1), RETRY_DELAY))
+        raise ClientError(
+            "rate_limited", "The server keeps refusing changes this fast; try later."
+        )
 
     def _require_contact(self, name: str, timeout: float) -> None:
         """Raise ClientError ``unknown_contact`` unless ``name`` is a contact.

@@ -444,7 +444,7 @@ def test_identity_lookup_failure_holds_messages(pair, monkeypatch):
     lookups = []
 
     def fail_first_lookup(kind, **fields):
-        if kind == "list_contacts":
+        if kind == "lookup_identities":
             lookups.append(kind)
             if len(lookups) == 1:
                 raise ClientError("timeout", "The server did not answer in time.")
@@ -513,7 +513,7 @@ def test_identity_lookup_gives_up_after_retries(pair, monkeypatch):
     failing.set()
 
     def fail_lookups(kind, **fields):
-        if kind == "list_contacts":
+        if kind == "lookup_identities":
             lookups.append(kind)
             if failing.is_set():
                 raise ClientError("internal_error", "The server failed.")
