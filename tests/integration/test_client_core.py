@@ -535,3 +535,28 @@ def test_identity_lookup_gives_up_after_retries(pair, monkeypatch):
     bodies = [entry.body for entry in bob.history("alice")]
     assert "could not be checked with the server" in bodies[0]
     assert bodies[1] == "checked"
+
+
+def test_resend_after_lost_send_reply_is_acknowledged_as_stored(pair, monkeypatch):
+    alice, bob = pair
+    bob_seen = []
+    original = alice._request
+    lost = []
+
+    def lose_first_send_reply(kind, **fields):
+        reply = original(kind, **fields)
+        if kind == "send" and not lost:
+            lost.append(reply)
+            raise ClientError("timeout", "The server did not answer in time.")
+        return reply
+
+    monkeypatch.setattr(core, "RETRY_DELAY", 0.2)
+    monkeypatch.setattr(alice, "_request", lose_first_send_reply)
+    result = alice.send_text("bob", "stored once", timeout=WAIT)
+    received(bob, "stored once", bob_seen)
+
+    assert lost
+    assert result.state == "sent"
+    assert result.server_seq == lost[0]["server_seq"]
+    assert [e.body for e in alice.history("bob")] == ["stored once"]
+    assert [e.body for e in bob.history("alice")] == ["stored once"]
