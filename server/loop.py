@@ -667,8 +667,7 @@ class EventLoop:
         # Update the contact cache before any write, because a failed write
         # closes a connection and its presence change must reach the new
         # contact too.
-        if outcome.new_contact is not None:
-            first, second = outcome.new_contact
+        for first, second in outcome.new_contacts:
             if first in self.contacts:
                 self.contacts[first].add(second)
             if second in self.contacts:

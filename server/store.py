@@ -1366,6 +1366,17 @@ class Store:
             return None
         return int(row[1] if row[0] is None else row[0])
 
+    def group_peers(self, user_id: int) -> set[int]:
+        """Return the users who share at least one group with ``user_id``."""
+        rows = self.db.execute(
+            "SELECT DISTINCT other.user_id FROM group_members mine"
+            " JOIN group_members other ON other.group_id = mine.group_id"
+            " WHERE mine.user_id = ? AND mine.left_epoch IS NULL"
+            " AND other.left_epoch IS NULL AND other.user_id != ?",
+            (user_id, user_id),
+        ).fetchall()
+        return {row[0] for row in rows}
+
     def user_groups(self, user_id: int) -> list[tuple[str, str, int]]:
         """Return ``(group_id, name, epoch)`` of every group ``user_id`` is in."""
         rows = self.db.execute(

@@ -157,20 +157,63 @@ def actor_identity(client: Client, username: str) -> bytes:
     pinned = client._pinned_identity(username)
     if pinned is not None:
         return pinned
-    reply = client._request("lookup_identities", usernames=[username])
-    for user in reply["users"]:
-        if user["username"] == username:
-            key = bytes(user["identity_key"])
-            client._check_identity(username, key)
-            return key
+    key = _listed_identity(client, username)
+    if key is not None:
+        client._check_identity(username, key)
+        return key
     raise ClientError(
         codes.IDENTITY_INVALID,
         f"The server lists no identity key for {username}.",
     )
 
 
+def _verify_actor(client: Client, op: GroupOp, catching_up: bool) -> bool:
+    """Check that ``op`` is signed by its actor's AIK; return False if unchecked.
+
+    The op must verify under the key it names. That key passes if it is
+    the actor's pinned AIK, or if the server now lists it for the actor:
+    a key change (a password reset without any old device), pinned with
+    the usual warning, as for a message. While ``catching_up`` on a log
+    this device never saw live, an op under an earlier key of the actor
+    cannot be checked against anything; it is accepted and the
+    conversation says so. Raises GroupOpError otherwise.
+    """
+    verify_op(op)
+    refused = GroupOpError(
+        f"Group operation {op.index} is not signed by the identity key of {op.actor}."
+    )
+    pinned = actor_identity(client, op.actor)
+    if op.actor_key == pinned:
+        return True
+    if op.actor != client._require_username():
+        listed = _listed_identity(client, op.actor)
+        if listed == op.actor_key:
+            client._check_identity(op.actor, listed)
+            return True
+    if catching_up:
+        logger.warning(
+            "group %s: operation %d signed by an earlier key of its actor",
+            op.group_id,
+            op.index,
+        )
+        return False
+    raise refused
+
+
+def _listed_identity(client: Client, username: str) -> bytes | None:
+    reply = client._request("lookup_identities", usernames=[username])
+    for user in reply["users"]:
+        if user["username"] == username:
+            return bytes(user["identity_key"])
+    return None
+
+
 def apply_op(
-    client: Client, op: GroupOp, server_seq: int, server_time: int
+    client: Client,
+    op: GroupOp,
+    server_seq: int,
+    server_time: int,
+    catching_up: bool = False,
 ) -> GroupState:
     """Verify ``op``, store it and its state, and write its conversation line.
 
@@ -186,19 +229,19 @@ def apply_op(
         else GroupState.from_json(record["state"])
     )
     new_state = state.apply(op)
-    verify_op(actor_identity(client, op.actor), op)
+    checked = _verify_actor(client, op, catching_up)
     if record is None:
         record = {"ops": [], "stamps": []}
         groups[op.group_id] = record
     record["state"] = new_state.to_json()
     record["ops"].append(op.to_json())
     record["stamps"].append(server_seq)
-    _record_line(client, op, server_seq, server_time)
+    _record_line(client, op, server_seq, server_time, checked)
     return new_state
 
 
 def _record_line(
-    client: Client, op: GroupOp, server_seq: int, server_time: int
+    client: Client, op: GroupOp, server_seq: int, server_time: int, checked: bool
 ) -> None:
     conversation = conversation_of(op.group_id)
     history = client._require_history()
@@ -218,6 +261,11 @@ def _record_line(
     text = describe_op(op, {me: "You"} if op.actor == me else {})
     if op.target == me and op.actor != me:
         text = describe_op(op, {me: "you"})
+    if not checked:
+        text += (
+            f" (signed with an earlier identity key of {op.actor}, which this "
+            "device could not check)"
+        )
     history.add(
         HistoryEntry(
             conversation=conversation,
@@ -275,6 +323,9 @@ def sync_log(client: Client, group_id: str) -> GroupState | None:
     Returns the new state, or None when the group has no operation this
     account may read. Raises GroupOpError for an operation that fails.
     """
+    # Operations before the first state this device stored were never
+    # seen live, so an earlier key of their actor cannot be checked.
+    catching_up = local_state(client, group_id) is None
     for _page in range(MAX_LOG_PAGES):
         state = local_state(client, group_id)
         epoch = 0 if state is None else state.epoch
@@ -288,7 +339,7 @@ def sync_log(client: Client, group_id: str) -> GroupState | None:
             op = GroupOp.from_wire(item["op"])
             if op.index <= epoch:
                 continue
-            apply_op(client, op, item["server_seq"], item["server_time"])
+            apply_op(client, op, item["server_seq"], item["server_time"], catching_up)
             epoch = op.index
         if not reply["ops"] or epoch >= reply["epoch"]:
             return local_state(client, group_id)

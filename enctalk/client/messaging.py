@@ -47,7 +47,6 @@ _PERMANENT_SEND_ERRORS = frozenset(
         "invalid_frame",
         "message_id_conflict",
         "frame_too_large",
-        "not_a_member",
         "group_not_found",
         "muted",
         "read_only",

@@ -1,14 +1,19 @@
 """Signed group operations, and the group state they build.
 
 A group is the result of its operation log. Each operation is signed by
-the account identity key (AIK) of the member who made it, names the one
-before it by hash, and carries the group's next epoch number, so neither
-the server nor anyone else can add, drop, reorder or forge an operation
-without every member's client noticing::
+the account identity key (AIK) of the member who made it. It names the
+operation before it by hash and carries the group's next epoch number.
+So the server cannot forge, alter, reorder or insert an operation
+without the members' clients noticing. It can delay or withhold
+operations, as it can messages::
 
     signed data = OP_SIGNATURE_LABEL || canonical JSON of the fields
-    signature   = Ed25519(AIK of actor, signed data)
+    signature   = Ed25519(actor_key, signed data)
     op hash     = SHA-256(OP_HASH_LABEL || signed data || signature)
+
+``actor_key`` is the actor's AIK, named inside the signed data, so a log
+can be checked on its own; whether that key is the actor's is the
+reader's question (the pinned key, or a key change the server lists).
 
 The canonical JSON has sorted keys, no spaces and UTF-8 text. Operation 1
 is ``create`` with ``prev`` of 32 zero bytes; operation n names the hash
@@ -79,13 +84,12 @@ _GROUP_ID = re.compile(f"[0-9a-f]{{{GROUP_ID_LENGTH}}}")
 _MESSAGE_REF = re.compile(
     r"([^/]{1,64})/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
 )
-_OP_FIELDS = ("group_id", "index", "prev", "actor", "action", "target", "value", "time")
 
 
 class GroupOpError(CryptoError):
     """An operation is malformed, badly signed, or not allowed to its actor.
 
-    ``str(error)`` is a sentence for people that says which rule failed.
+    ``str(error)`` is a sentence for people that names the failed rule.
     """
 
 
@@ -93,7 +97,7 @@ class GroupOpError(CryptoError):
 class GroupOp:
     """One signed operation of a group's log.
 
-    ``target`` is the member acted on (empty when none); ``value`` holds
+    ``target`` is the member acted on (empty when none); ``value`` is
     the new name (create, rename), the role (set_role), ``on``/``off``
     (read_only) or ``author/message_id`` (delete), else is empty. ``time``
     is the actor's clock in ms and is only shown, never trusted.
@@ -107,6 +111,7 @@ class GroupOp:
     target: str
     value: str
     time: int
+    actor_key: bytes = b""
     signature: bytes = b""
 
     def signed_data(self) -> bytes:
@@ -115,6 +120,7 @@ class GroupOp:
             "index": self.index,
             "prev": self.prev.hex(),
             "actor": self.actor,
+            "actor_key": self.actor_key.hex(),
             "action": self.action,
             "target": self.target,
             "value": self.value,
@@ -137,6 +143,7 @@ class GroupOp:
             "index": self.index,
             "prev": self.prev,
             "actor": self.actor,
+            "actor_key": self.actor_key,
             "action": self.action,
             "target": self.target,
             "value": self.value,
@@ -152,6 +159,7 @@ class GroupOp:
             index=int(fields["index"]),
             prev=bytes(fields["prev"]),
             actor=str(fields["actor"]),
+            actor_key=bytes(fields["actor_key"]),
             action=str(fields["action"]),
             target=str(fields["target"]),
             value=str(fields["value"]),
@@ -163,6 +171,7 @@ class GroupOp:
         """Return a JSON-safe dict for local storage (hex for bytes)."""
         data = self.to_wire()
         data["prev"] = self.prev.hex()
+        data["actor_key"] = self.actor_key.hex()
         data["signature"] = self.signature.hex()
         return data
 
@@ -170,19 +179,24 @@ class GroupOp:
     def from_json(cls, data: dict[str, Any]) -> GroupOp:
         fields = dict(data)
         fields["prev"] = bytes.fromhex(str(data["prev"]))
+        fields["actor_key"] = bytes.fromhex(str(data["actor_key"]))
         fields["signature"] = bytes.fromhex(str(data["signature"]))
         return cls.from_wire(fields)
 
 
 def sign_op(aik: AccountIdentity, op: GroupOp) -> GroupOp:
-    """Return ``op`` signed with ``aik``."""
-    return replace(op, signature=aik.sign(op.signed_data()))
+    """Return ``op`` naming ``aik`` as its actor key and signed with it."""
+    named = replace(op, actor_key=aik.public_bytes())
+    return replace(named, signature=aik.sign(named.signed_data()))
 
 
-def verify_op(actor_aik: bytes, op: GroupOp) -> None:
-    """Raise GroupOpError unless ``actor_aik`` signed ``op``."""
+def verify_op(op: GroupOp) -> None:
+    """Raise GroupOpError unless the op's own ``actor_key`` signed it.
+
+    The caller still checks that ``actor_key`` is the actor's AIK.
+    """
     try:
-        verify_signature(actor_aik, op.signature, op.signed_data())
+        verify_signature(op.actor_key, op.signature, op.signed_data())
     except CryptoError as exc:
         raise GroupOpError(
             f"Group operation {op.index} is not signed by the identity key of "
@@ -266,8 +280,9 @@ class GroupState:
     def apply(self, op: GroupOp) -> GroupState:
         """Check ``op`` against this state's rules and return the next state.
 
-        The signature is not checked here (see :func:`verify_op`), because
-        the caller looks up the actor's AIK. Raises GroupOpError.
+        The signature is not checked here: :func:`verify_op` checks it,
+        and the caller decides whether ``actor_key`` is the actor's AIK.
+        Raises GroupOpError.
         """
         _check_shape(op)
         if op.group_id != self.group_id:

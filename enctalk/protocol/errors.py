@@ -44,7 +44,6 @@ INVALID_OFFSET = "invalid_offset"
 GROUP_NOT_FOUND = "group_not_found"
 GROUP_EXISTS = "group_exists"
 GROUP_OUTDATED = "group_outdated"
-NOT_A_MEMBER = "not_a_member"
 NOT_ALLOWED = "not_allowed"
 MUTED = "muted"
 READ_ONLY = "read_only"
@@ -82,7 +81,6 @@ ERROR_CODES = frozenset(
         GROUP_NOT_FOUND,
         GROUP_EXISTS,
         GROUP_OUTDATED,
-        NOT_A_MEMBER,
         NOT_ALLOWED,
         MUTED,
         READ_ONLY,

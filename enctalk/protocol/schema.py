@@ -264,6 +264,7 @@ GROUP_OP = Object(
         "index": Integer(1, MAX_INT),
         "prev": Binary(32, 32),
         "actor": USERNAME,
+        "actor_key": KEY,
         "action": Text(16, 1, pattern=_SNAKE),
         "target": Text(MAX_NAME_LENGTH, control_allowed=True),
         "value": Text(MAX_TEXT_LENGTH),

@@ -133,7 +133,9 @@ def _verify(services: Services, user: User | None, auth_key: bytes) -> bool:
 
 
 def _contact_ids(services: Services, user_id: int) -> frozenset[int]:
-    return frozenset(item[0] for item in services.store.contacts(user_id))
+    """Return the users who see this user's presence: contacts and group peers."""
+    contacts = {item[0] for item in services.store.contacts(user_id)}
+    return frozenset(contacts | services.store.group_peers(user_id))
 
 
 def _own_device(services: Services, user_id: int, device_id: int | None) -> int | None:

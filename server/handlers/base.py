@@ -95,7 +95,8 @@ class Outcome:
     queue_pushes: list[tuple[int, int, bytes]] = field(default_factory=list)
     device_frames: list[tuple[int, bytes]] = field(default_factory=list)
     user_frames: list[tuple[int, bytes]] = field(default_factory=list)
-    new_contact: tuple[int, int] | None = None
+    # Pairs of users who now see each other's presence.
+    new_contacts: list[tuple[int, int]] = field(default_factory=list)
     revocation: Revocation | None = None
     removed_devices: list[int] = field(default_factory=list)
     continuation: Request | None = None

@@ -38,7 +38,7 @@ def add_contact(services: Services, request: Request) -> Outcome:
             "online": services.online.is_online(other.id),
             "identity_key": other.identity_key,
         },
-        new_contact=(me.id, other.id),
+        new_contacts=[(me.id, other.id)],
     )
     if added:
         logger.info("users %s and %s are now contacts", me.username, other.username)

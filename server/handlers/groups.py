@@ -1,10 +1,10 @@
 """Groups: signed operations, group messages, logs and member lists.
 
 The server keeps each group's current state in tables and its signed
-operation log whole. A ``group_op`` is checked exactly as every client
-checks it (``enctalk.crypto.grouplog``): it must follow the current
-epoch and head, its actor must be the session's account and have the
-role it needs, and the account's identity key must have signed it. It is
+operation log whole. A ``group_op`` gets the checks every client makes
+(``enctalk.crypto.grouplog``). It must follow the current epoch and
+head, and its actor must be the session's account, with the role the
+action needs. The account's identity key must have signed it. It is
 then stored and queued to every device of the old and the new members,
 so a removed member learns of the removal. A ``group_send`` is refused
 unless its sender may post at the group's current epoch, and its
@@ -25,6 +25,7 @@ import sqlite3
 from typing import Any
 
 from enctalk.crypto.grouplog import (
+    ADD,
     CREATE,
     DELETE,
     GroupOp,
@@ -98,6 +99,7 @@ def _canonical(name: str) -> str:
 def _wire_op(op: GroupOp) -> dict[str, Any]:
     fields = op.to_wire()
     fields["prev"] = b64(op.prev)
+    fields["actor_key"] = b64(op.actor_key)
     fields["signature"] = b64(op.signature)
     return fields
 
@@ -145,8 +147,14 @@ def group_op(services: Services, request: Request) -> Outcome:
     actor = store.user_by_id(session.user_id)
     assert actor is not None
     try:
-        verify_op(actor.identity_key, op)
+        verify_op(op)
+        if op.actor_key != actor.identity_key:
+            raise GroupOpError(
+                f"Group operation {op.index} is not signed by the identity key "
+                f"of {op.actor}."
+            )
     except GroupOpError as exc:
+        logger.info("connection %d: group op refused: %s", request.conn_id, exc)
         raise HandlerError(errors.INVALID_SIGNATURE, str(exc)) from exc
 
     if op.action == DELETE:
@@ -185,6 +193,13 @@ def group_op(services: Services, request: Request) -> Outcome:
     outcome = Outcome(
         reply={"server_seq": server_seq, "server_time": now, "epoch": op.index}
     )
+    if op.action == ADD:
+        # NOTE: a removed member keeps seeing the others' presence until
+        # one of them logs in again, which rebuilds the presence lists.
+        added = user_ids[op.target]
+        outcome.new_contacts = [
+            (added, uid) for uid, _, _ in new_row.members.values() if uid != added
+        ]
     for device_id, seq in queued:
         push = make_push(
             "group_op", seq=seq, op=wire, server_seq=server_seq, server_time=now
@@ -194,6 +209,9 @@ def group_op(services: Services, request: Request) -> Outcome:
 
 
 def _withdraw(services: Services, op: GroupOp) -> None:
+    # NOTE: the ciphertext of a deleted voice message stays in the
+    # attachment store until every device fetched it or it expires; the
+    # clients drop their reference to it.
     author_name, message_id = parse_message_ref(op.value)
     author = services.store.user_by_name(author_name)
     if author is None or not services.store.withdraw_group_message(

@@ -245,9 +245,12 @@ def test_member_added_later_gets_no_earlier_messages(classroom):
 
 def _forge(server: ServerProcess, gid: str, op: GroupOp, devices: list[int]) -> None:
     """Queue ``op`` to ``devices`` by writing the stopped server's database."""
-    wire = op.to_wire()
-    wire["prev"] = base64.urlsafe_b64encode(op.prev).decode()
-    wire["signature"] = base64.urlsafe_b64encode(op.signature).decode()
+    wire = {
+        key: base64.urlsafe_b64encode(value).decode()
+        if isinstance(value, bytes)
+        else value
+        for key, value in op.to_wire().items()
+    }
     payload = json.dumps(wire).encode()
     db = sqlite3.connect(server.data_dir / "enctalk.sqlite3")
     with db:
@@ -320,3 +323,34 @@ def current_members(client: Client, gid: str) -> int:
     assert "pupil11" in state.roles
     assert "pupil11" not in state.muted
     return len(state.roles)
+
+
+def test_owner_key_change_after_reset_is_accepted_with_a_warning(server, tmp_path):
+    from tests.integration.test_client_core import reset_code
+
+    owner = _client(tmp_path, server, "owner")
+    member = _client(tmp_path, server, "member")
+    owner.register("owner", PASSWORD)
+    member.register("member", PASSWORD)
+    gid = owner.create_group("Chess club")
+    owner.group_add(gid, "member")
+    wait_until(lambda: member.group_info(gid).role == "member")
+    owner.close()
+
+    fresh = _client(tmp_path, server, "owner-new")
+    code = reset_code(server, "owner")
+    assert fresh.redeem_reset("owner", code, "pebble tower orchard") is False
+    wait_until(lambda: fresh.groups() != [])
+    fresh.group_mute(gid, "member")
+
+    wait_until(lambda: member.group_info(gid).muted)
+    notices = member_notices(member)
+    assert any("identity key of owner changed" in line for line in notices)
+    own_history = lines(fresh, gid)
+    assert any("earlier identity key of owner" in line for line in own_history)
+    member.close()
+    fresh.close()
+
+
+def member_notices(client: Client) -> list[str]:
+    return [entry.body for entry in client.history("owner") if entry.kind == "notice"]

@@ -291,3 +291,24 @@ def test_lookup_identities_lists_known_users_only(room):
     _, ada, _, _ = room
     users = ada.call("lookup_identities", usernames=["sam", "nobody"])["users"]
     assert [user["username"] for user in users] == ["sam"]
+
+
+def test_group_add_shares_presence_with_the_new_member(room, clients):
+    group, ada, sam, _ = room
+    eve = clients.with_device("eve")
+    group.submit(ada, "ada", ADD, "eve")
+    sam.pushes.clear()
+    eve.close()
+    push = sam.wait_push("presence")
+    assert push["username"] == "eve"
+    assert push["online"] is False
+
+
+def test_group_peers_see_presence_after_login(room, clients):
+    _, _, sam, kim = room
+    kim.close()
+    assert sam.wait_push("presence")["online"] is False
+    clients.login("kim", device_id=kim.device_id)
+    push = sam.wait_push("presence")
+    assert push["username"] == "kim"
+    assert push["online"] is True
