@@ -9,7 +9,7 @@ encodes and relays what it would for real clients, and the generator
 does not pay for the cryptography.
 
 Delivery latency is the time from writing the ``group_send`` frame to
-reading the push on a member's connection, per member device; both
+reading the push on a member's connection, per member device. Both
 stamps come from ``time.perf_counter`` in this one process. Completion
 latency is the same up to the last member device of a message. Every
 step is bounded in messages and seconds, and then waits at most
@@ -173,6 +173,7 @@ class FanoutStep:
     sent: int
     completed: int
     delivered: int
+    send_seconds: float
     elapsed: float
     delivery_ms: list[float]
     completion_ms: list[float]
@@ -189,7 +190,7 @@ class FanoutStep:
         return {
             "devices": self.devices,
             "offered_per_s": round(self.offered_rate),
-            "sent_per_s": round(self.sent / self.elapsed, 1),
+            "sent_per_s": round(self.sent / self.send_seconds, 1),
             "completed_per_s": round(self.completed / self.elapsed, 1),
             "deliveries_per_s": round(self.delivered / self.elapsed),
             "lost": self.lost,
@@ -304,6 +305,8 @@ class FanoutGenerator:
             sent=sent,
             completed=sent - len(self.remaining),
             delivered=len(self.delivery_ms),
+            # The last message is due one interval before its slot ends.
+            send_seconds=max(send_end - start, sent * interval),
             elapsed=elapsed,
             delivery_ms=self.delivery_ms,
             completion_ms=self.completion_ms,
