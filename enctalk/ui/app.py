@@ -33,6 +33,7 @@ from enctalk.client.discovery import (
 )
 from enctalk.client.errors import ClientError
 from enctalk.client.events import Event
+from enctalk.client.groups import GroupInfo
 from enctalk.client.profile import Profile, default_profile_dir
 from enctalk.protocol.announcement import DEFAULT_DISCOVERY_PORT
 from enctalk.ui import theme
@@ -268,17 +269,22 @@ class App:
         self.worker.submit(lambda: self._load_contacts(client), self._contacts_loaded)
 
     @staticmethod
-    def _load_contacts(client: Client) -> tuple[list[Any], dict[str, int]]:
+    def _load_contacts(
+        client: Client,
+    ) -> tuple[list[Any], list[GroupInfo], dict[str, int]]:
         contacts = client.contacts()
-        activity = {
-            contact.username: latest_activity(client.history(contact.username, 1))
-            for contact in contacts
-        }
-        return contacts, activity
+        groups = client.groups()
+        names = [contact.username for contact in contacts]
+        names += [group.conversation for group in groups]
+        activity = {name: latest_activity(client.history(name, 1)) for name in names}
+        return contacts, groups, activity
 
-    def _contacts_loaded(self, result: tuple[list[Any], dict[str, int]]) -> None:
+    def _contacts_loaded(
+        self, result: tuple[list[Any], list[GroupInfo], dict[str, int]]
+    ) -> None:
         if isinstance(self.view, MainWindow):
-            contacts, activity = result
+            contacts, groups, activity = result
+            self.view.load_groups(groups, activity)
             self.view.load_contacts(contacts, activity, [])
 
     # Logout and close.

@@ -30,6 +30,8 @@ from enctalk.ui.worker import Worker
 logger = logging.getLogger(__name__)
 
 POLL_MS = 100
+# The wrap width of a reason line until its bar has a size.
+REASON_WRAP_PIXELS = 480
 # Tests set this to a WAV file; Save then writes there without a dialog.
 SAVE_PATH_VARIABLE = "ENCTALK_UI_SAVE_AUDIO"
 # Tests set this to a file path. Playback and transfer progress then
@@ -42,6 +44,27 @@ def _trace(**record: Any) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as trace:
             trace.write(json.dumps(record) + "\n")
+
+
+def _reason_label(master: tk.Misc, text: tk.StringVar) -> ttk.Label:
+    """Return a label for a reason line that wraps at the width ``master`` gets.
+
+    The bar may get less width than its buttons request, so the label
+    follows the bar's own size, not the columns it spans.
+    """
+    label = ttk.Label(
+        master,
+        textvariable=text,
+        style="Muted.TLabel",
+        justify="left",
+        wraplength=REASON_WRAP_PIXELS,
+    )
+    master.bind(
+        "<Configure>",
+        lambda event: label.configure(wraplength=max(event.width - 8, 200)),
+        add="+",
+    )
+    return label
 
 
 def _clock(seconds: float) -> str:
@@ -71,6 +94,8 @@ class RecordBar(ttk.Frame):
         self.elapsed = tk.StringVar(value="")
         self.reason = tk.StringVar(value="")
         self.problem = audio.recording_problem()
+        # Why the open conversation takes no posts now, or None.
+        self.refusal: str | None = None
 
         self.record_button = ttk.Button(self, text="● Record", command=self.start)
         self.record_button.grid(row=0, column=0, padx=(0, 6))
@@ -85,21 +110,34 @@ class RecordBar(ttk.Frame):
         self.send_button.grid(row=0, column=4, padx=(6, 0))
         self.upload = ttk.Progressbar(self, length=100, mode="determinate")
         self.upload.grid(row=0, column=5, padx=(12, 0))
-        ttk.Label(self, textvariable=self.reason, style="Muted.TLabel").grid(
-            row=1, column=0, columnspan=6, sticky="w"
+        _reason_label(self, self.reason).grid(
+            row=1, column=0, columnspan=6, sticky="ew"
         )
         self._set_recording(False)
         if self.problem is not None:
-            self.record_button.state(["disabled"])
             self.reason.set(self.problem)
 
     def _set_recording(self, recording: bool) -> None:
         for button in (self.cancel_button, self.send_button):
             button.state(["!disabled"] if recording else ["disabled"])
-        self.record_button.state(["disabled"] if recording else ["!disabled"])
+        blocked = recording or self.problem is not None or self.refusal is not None
+        self.record_button.state(["disabled"] if blocked else ["!disabled"])
+
+    def set_refusal(self, refusal: str | None) -> None:
+        """Block recording while the conversation takes no posts; None allows it.
+
+        A recording in progress is cancelled, because it could not be sent.
+        """
+        if refusal == self.refusal:
+            return
+        self.refusal = refusal
+        if refusal is not None and self.recorder is not None:
+            self.cancel()
+        self._set_recording(self.recorder is not None)
 
     def start(self) -> None:
-        if self.problem is not None or self.recorder is not None:
+        blocked = self.problem is not None or self.refusal is not None
+        if blocked or self.recorder is not None:
             return
         path = self.recordings() / f"recording-{os.getpid()}-{id(self)}.wav"
         try:
@@ -181,8 +219,8 @@ class PlayerBar(ttk.Frame):
         self.save_button.grid(row=0, column=5, padx=(4, 0))
         self.download = ttk.Progressbar(self, length=100, mode="determinate")
         self.download.grid(row=0, column=6, padx=(12, 0))
-        ttk.Label(self, textvariable=self.reason, style="Muted.TLabel").grid(
-            row=1, column=0, columnspan=7, sticky="w"
+        _reason_label(self, self.reason).grid(
+            row=1, column=0, columnspan=7, sticky="ew"
         )
         self._update_buttons()
 

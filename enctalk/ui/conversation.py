@@ -2,7 +2,10 @@
 
 Each entry gets a tag named by its key (the message id, or a local key
 until the core assigns one), and its delivery state sits in a range
-tagged ``state:KEY``, so a state change rewrites only that range. Text
+tagged ``state:KEY``, so a state change rewrites only that range, and a
+message deleted for everyone is removed by its tag. Group system lines
+(members added, muted, messages deleted) are centred in grey italics, apart
+from the messages. Text
 goes in through :func:`~enctalk.ui.formatting.display_text`, so every
 character takes one Tk index position and Tk 8.6 never gets a character
 it cannot draw. The history itself keeps the original text.
@@ -14,6 +17,8 @@ import json
 import os
 import tkinter as tk
 from collections.abc import Callable
+from dataclasses import replace
+from tkinter import font as tkfont
 from tkinter import ttk
 
 from enctalk.client.history import HistoryEntry
@@ -53,12 +58,18 @@ class ConversationView(ttk.Frame):
         on_top: Callable[[], None],
         on_retry: Callable[[str], None],
         on_audio: Callable[[HistoryEntry], None] | None = None,
+        on_menu: Callable[[HistoryEntry, int, int], None] | None = None,
     ) -> None:
         super().__init__(master)
         self.on_top = on_top
         self.on_retry = on_retry
         self.on_audio = on_audio
+        # Called with the entry and the screen position of a right-click.
+        self.on_menu = on_menu
         self.audio_entries: dict[str, HistoryEntry] = {}
+        self.entries: dict[str, HistoryEntry] = {}
+        # Keys removed by a deletion, so a late copy is not shown again.
+        self.deleted: set[str] = set()
         self.me = ""
         self.shown_keys: set[str] = set()
         self.aliases: dict[str, str] = {}
@@ -82,7 +93,10 @@ class ConversationView(ttk.Frame):
         scrollbar.grid(row=0, column=1, sticky="ns")
         self.rowconfigure(0, weight=1)
         self.columnconfigure(0, weight=1)
+        self.system_font = tkfont.nametofont("TkTextFont").copy()
+        self.system_font.configure(slant="italic")
         self._configure_tags()
+        self.text.bind("<Button-3>", self._right_clicked)
 
     def _configure_tags(self) -> None:
         text = self.text
@@ -101,6 +115,14 @@ class ConversationView(ttk.Frame):
             lmargin2=4,
             spacing1=4,
             spacing3=6,
+        )
+        text.tag_configure(
+            "system",
+            foreground=theme.MUTED,
+            font=self.system_font,
+            justify="center",
+            spacing1=6,
+            spacing3=2,
         )
         text.tag_configure("audio", foreground=theme.ACCENT, underline=True)
         text.tag_bind("audio", "<Button-1>", self._clicked_audio)
@@ -125,6 +147,8 @@ class ConversationView(ttk.Frame):
         when = format_time(entry_time(entry) or None)
         if entry.kind == "notice":
             return [(f"⚠ {display_text(entry.body)}  {when}\n", ("notice", tag))]
+        if entry.kind == "system":
+            return [(f"{display_text(entry.body)} · {when}\n", ("system", tag))]
         own = entry.direction == "out"
         segments: Segments = [
             (
@@ -173,11 +197,14 @@ class ConversationView(ttk.Frame):
         self.aliases.clear()
         self.failed.clear()
         self.audio_entries.clear()
+        self.entries.clear()
+        self.deleted.clear()
         self.oldest_seq = None
 
     def _remember(self, entry: HistoryEntry, key: str) -> None:
         _trace(entry)
         self.shown_keys.add(key)
+        self.entries[key] = entry
         if entry.state == "failed":
             self.failed.add(key)
         seq = entry.server_seq
@@ -185,11 +212,18 @@ class ConversationView(ttk.Frame):
             self.oldest_seq = seq
 
     def show(self, entries: list[HistoryEntry], states: dict[str, str]) -> None:
-        """Replace the view with ``entries`` and scroll to the newest."""
+        """Replace the view with ``entries`` and scroll to the newest.
+
+        Entries deleted while the history was loading stay hidden.
+        """
+        deleted = set(self.deleted)
         self.clear()
+        self.deleted = deleted
         segments: Segments = []
         for entry in entries:
             key = entry_key(entry)
+            if key in deleted:
+                continue
             self._remember(entry, key)
             state = states.get(key, entry.state or "")
             if state == "failed":
@@ -202,7 +236,7 @@ class ConversationView(ttk.Frame):
     def append(self, entry: HistoryEntry, key: str | None = None) -> bool:
         """Add ``entry`` at the end unless it is shown already; return if added."""
         key = key or entry_key(entry)
-        if key in self.shown_keys or key in self.aliases:
+        if key in self.shown_keys or key in self.aliases or key in self.deleted:
             return False
         at_end = float(self.text.yview()[1]) >= 0.999
         self._remember(entry, key)
@@ -234,6 +268,9 @@ class ConversationView(ttk.Frame):
     def alias(self, local_key: str, message_id: str) -> None:
         """Let ``message_id`` name the entry shown under ``local_key``."""
         self.aliases[message_id] = local_key
+        entry = self.entries.get(local_key)
+        if entry is not None:
+            self.entries[local_key] = replace(entry, message_id=message_id)
 
     def _tag_key(self, key: str) -> str:
         return self.aliases.get(key, key)
@@ -279,6 +316,37 @@ class ConversationView(ttk.Frame):
             if tag.startswith("audio:") and entry is not None and self.on_audio:
                 self.on_audio(entry)
                 return
+
+    # Deletion and the message menu.
+
+    def remove(self, message_id: str) -> bool:
+        """Remove the entry of ``message_id`` from the view; return if it was shown."""
+        tag_key = self._tag_key(message_id)
+        self.deleted.add(message_id)
+        ranges = self.text.tag_ranges(f"entry:{tag_key}")
+        self.shown_keys.discard(tag_key)
+        self.entries.pop(tag_key, None)
+        self.audio_entries.pop(message_id, None)
+        self.failed.discard(message_id)
+        self.failed.discard(tag_key)
+        if not ranges:
+            return False
+        self.text.configure(state="normal")
+        self.text.delete(ranges[0], ranges[-1])
+        self.text.configure(state="disabled")
+        return True
+
+    def entry_at(self, index: str) -> HistoryEntry | None:
+        """Return the entry shown at the Text ``index``, or None."""
+        for tag in self.text.tag_names(index):
+            if tag.startswith("entry:"):
+                return self.entries.get(tag.removeprefix("entry:"))
+        return None
+
+    def _right_clicked(self, event: tk.Event[tk.Text]) -> None:
+        entry = self.entry_at(self.text.index(f"@{event.x},{event.y}"))
+        if entry is not None and self.on_menu is not None:
+            self.on_menu(entry, event.x_root, event.y_root)
 
     def text_content(self) -> str:
         """Return the shown text (for tests and diagnostics)."""

@@ -1,10 +1,12 @@
-"""The main window: contacts on the left, the open conversation on the right.
+"""The main window: groups and contacts on the left, the conversation on the right.
 
 The view keeps a :class:`~enctalk.ui.viewmodel.ChatModel` and carries out
-the effects the model returns for each core event. Every client call goes
-through the app's worker, and its result comes back on the Tk main
-thread. Enter sends, Shift+Enter starts a new line, and every action has
-a key (listed in the menus).
+the effects the model returns for each core event. A group conversation
+also shows its member panel (:mod:`enctalk.ui.group_actions`), and a
+notice with the composer disabled while this account may not post.
+Every client call goes through the app's worker, and its result comes
+back on the Tk main thread. Enter sends, Shift+Enter starts a new line,
+and every action is in a menu, which also lists the keyboard shortcuts.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 from enctalk.client.attachments import ATTACHMENT_PROGRESS
 from enctalk.client.core import Contact
+from enctalk.client.groups import GroupInfo
 from enctalk.client.history import HistoryEntry
-from enctalk.ui import theme, viewmodel
+from enctalk.ui import group_rules, theme, viewmodel
 from enctalk.ui.about_dialog import add_help_menu
 from enctalk.ui.audio_panel import AudioControls
 from enctalk.ui.conversation import ConversationView, entry_key
@@ -30,7 +33,8 @@ from enctalk.ui.formatting import (
     friendly_error,
     join_surrogates,
 )
-from enctalk.ui.viewmodel import ChatModel, Effect, entry_time
+from enctalk.ui.group_actions import GroupActions
+from enctalk.ui.viewmodel import ChatModel, Effect, GroupRow, entry_time, is_group
 from enctalk.ui.worker import Worker
 
 if TYPE_CHECKING:
@@ -41,6 +45,12 @@ logger = logging.getLogger(__name__)
 PAGE_SIZE = 50
 # The bell rings at most this often, however many messages arrive.
 BELL_INTERVAL_SECONDS = 1.0
+# The tree items that head the two parts of the list. No conversation has
+# these names, because usernames have no ":" and group names start with "#".
+GROUPS_SECTION = "section:groups"
+CONTACTS_SECTION = "section:contacts"
+COMPOSE_HINT = "Enter sends, Shift+Enter starts a new line."
+READ_ONLY_LABEL = "Read-only: only moderators post"
 
 
 class MainWindow(ttk.Frame):
@@ -60,10 +70,14 @@ class MainWindow(ttk.Frame):
         self._countdown: str | None = None
         self.status = tk.StringVar(value=f"Connecting to {address}…")
         self.header = tk.StringVar(value="No conversation open")
+        self.subtitle = tk.StringVar()
         self.warning = tk.StringVar()
+        self.compose_hint = tk.StringVar(value=COMPOSE_HINT)
+        self.show_members = tk.BooleanVar(value=True)
+        self.post_refusal: str | None = None
 
-        self._build_menu()
         self._build()
+        self._build_menu()
         self._bind_keys()
         self.refresh_title()
 
@@ -90,6 +104,21 @@ class MainWindow(ttk.Frame):
             label="Contact details…", accelerator="Ctrl+I", command=self.open_details
         )
         menu.add_cascade(label="Contacts", menu=contacts, underline=0)
+
+        groups = tk.Menu(menu, tearoff=False)
+        groups.add_command(
+            label="New group…", accelerator="Ctrl+G", command=self.new_group
+        )
+        groups.add_separator()
+        self._add_group_entries(groups)
+        groups.add_checkbutton(
+            label="Show members",
+            accelerator="Ctrl+Shift+G",
+            variable=self.show_members,
+            command=self._place_member_panel,
+        )
+        menu.add_cascade(label="Groups", menu=groups, underline=0)
+        self.groups_menu = groups
 
         conversation = tk.Menu(menu, tearoff=False)
         conversation.add_command(
@@ -134,7 +163,7 @@ class MainWindow(ttk.Frame):
         left = ttk.Frame(panes, padding=(8, 8, 4, 8))
         left.rowconfigure(1, weight=1)
         left.columnconfigure(0, weight=1)
-        ttk.Label(left, text="Contacts", style="Title.TLabel").grid(
+        ttk.Label(left, text="Chats", style="Title.TLabel").grid(
             row=0, column=0, sticky="w", pady=(0, 4)
         )
         self.tree = ttk.Treeview(
@@ -145,10 +174,26 @@ class MainWindow(ttk.Frame):
         self.tree.tag_configure("online", foreground=theme.ONLINE_COLOUR)
         self.tree.tag_configure("offline", foreground=theme.MUTED)
         self.tree.tag_configure("unread", font="TkHeadingFont")
+        self.tree.tag_configure("section", foreground=theme.MUTED, font="TkHeadingFont")
+        self.tree.insert(
+            "",
+            "end",
+            iid=CONTACTS_SECTION,
+            text="Contacts",
+            open=True,
+            tags=("section",),
+        )
         self.tree.grid(row=1, column=0, sticky="nsew")
         self.tree.bind("<<TreeviewSelect>>", self._on_select)
-        ttk.Button(left, text="Add contact…", command=self.add_contact).grid(
-            row=2, column=0, sticky="ew", pady=(6, 0)
+        actions = ttk.Frame(left)
+        actions.grid(row=2, column=0, sticky="ew", pady=(6, 0))
+        actions.columnconfigure(0, weight=1)
+        actions.columnconfigure(1, weight=1)
+        ttk.Button(actions, text="Add contact…", command=self.add_contact).grid(
+            row=0, column=0, sticky="ew", padx=(0, 3)
+        )
+        ttk.Button(actions, text="New group…", command=self.new_group).grid(
+            row=0, column=1, sticky="ew", padx=(3, 0)
         )
         panes.add(left, weight=1)
 
@@ -161,20 +206,58 @@ class MainWindow(ttk.Frame):
         ttk.Label(head, textvariable=self.header, style="Title.TLabel").grid(
             row=0, column=0, sticky="w"
         )
+        self.subtitle_label = ttk.Label(
+            head, textvariable=self.subtitle, style="Muted.TLabel"
+        )
+        self.subtitle_label.grid(row=1, column=0, sticky="w")
+        self.subtitle_label.grid_remove()
         self.details_button = ttk.Button(
             head, text="Safety number…", command=self.open_details
         )
-        self.details_button.grid(row=0, column=1, sticky="e")
+        self.details_button.grid(row=0, column=1, rowspan=2, sticky="e")
+        self.members_button = ttk.Checkbutton(
+            head,
+            text="Members",
+            style="Toolbutton",
+            variable=self.show_members,
+            command=self._place_member_panel,
+        )
+        self.members_button.grid(row=0, column=2, rowspan=2, sticky="e")
+        self.members_button.grid_remove()
+        self.group_button = ttk.Menubutton(head, text="Group", width=-5)
+        self.group_button_menu = tk.Menu(self.group_button, tearoff=False)
+        self.group_button.configure(menu=self.group_button_menu)
+        self.group_button.grid(row=0, column=1, rowspan=2, sticky="e", padx=(0, 6))
+        self.group_button.grid_remove()
         self.warning_label = ttk.Label(
             right, textvariable=self.warning, style="Warning.TLabel", wraplength=520
         )
         self.warning_label.grid(row=1, column=0, sticky="ew", pady=(4, 0))
         self.warning_label.grid_remove()
-
-        self.conversation = ConversationView(
-            right, on_top=self.load_older, on_retry=self.retry, on_audio=self.open_audio
+        self.warning_label.bind(
+            "<Configure>",
+            lambda event: self.warning_label.configure(
+                wraplength=max(event.width - 16, 200)
+            ),
         )
-        self.conversation.grid(row=2, column=0, sticky="nsew", pady=(4, 4))
+
+        body = ttk.Frame(right)
+        body.grid(row=2, column=0, sticky="nsew", pady=(4, 4))
+        body.rowconfigure(0, weight=1)
+        body.columnconfigure(0, weight=1)
+        self.conversation = ConversationView(
+            body,
+            on_top=self.load_older,
+            on_retry=self.retry,
+            on_audio=self.open_audio,
+            on_menu=self.open_message_menu,
+        )
+        self.conversation.grid(row=0, column=0, sticky="nsew")
+        self.group_actions = GroupActions(self, body)
+        self.group_actions.panel.grid(row=0, column=1, sticky="ns")
+        self.group_actions.panel.grid_remove()
+        self._add_group_entries(self.group_button_menu)
+        self.message_menu = tk.Menu(self, tearoff=False)
 
         compose = ttk.Frame(right)
         compose.grid(row=3, column=0, sticky="ew")
@@ -183,13 +266,13 @@ class MainWindow(ttk.Frame):
             compose, height=3, wrap="word", undo=True, font="TkTextFont"
         )
         self.input.grid(row=0, column=0, sticky="ew")
+        self._input_background = str(self.input.cget("background"))
         self.send_button = ttk.Button(compose, text="Send", command=self.send_message)
         self.send_button.grid(row=0, column=1, sticky="ns", padx=(6, 0))
-        ttk.Label(
-            compose,
-            text="Enter sends, Shift+Enter starts a new line.",
-            style="Muted.TLabel",
-        ).grid(row=1, column=0, sticky="w")
+        self.compose_hint_label = ttk.Label(
+            compose, textvariable=self.compose_hint, style="Muted.TLabel"
+        )
+        self.compose_hint_label.grid(row=1, column=0, sticky="w")
         self._build_audio(right)
         panes.add(right, weight=3)
 
@@ -226,7 +309,7 @@ class MainWindow(ttk.Frame):
 
     def toggle_recording(self) -> None:
         """Start recording, or stop and send the recording in progress."""
-        if self.model.current is None:
+        if self.model.current is None or self.post_refusal is not None:
             return
         bar = self.audio.record_bar
         if bar.recorder is None:
@@ -249,6 +332,7 @@ class MainWindow(ttk.Frame):
             self.open_audio(entries[-1])
 
     def destroy(self) -> None:
+        self.group_actions.destroy()
         self.transfers.stop()
         self.audio.close()
         super().destroy()
@@ -257,6 +341,8 @@ class MainWindow(ttk.Frame):
         top = self.winfo_toplevel()
         bindings: dict[str, Callable[[], None]] = {
             "<Control-n>": self.add_contact,
+            "<Control-g>": self.new_group,
+            "<Control-G>": self.toggle_members,
             "<Control-i>": self.open_details,
             "<Control-comma>": self.open_settings,
             "<Control-r>": self.retry_all,
@@ -286,12 +372,27 @@ class MainWindow(ttk.Frame):
         self.input.see("insert")
         return "break"
 
-    def _set_compose_enabled(self, enabled: bool) -> None:
-        self.input.configure(state="normal" if enabled else "disabled")
-        self.send_button.state(["!disabled"] if enabled else ["disabled"])
+    def _set_compose_enabled(self, enabled: bool, refusal: str | None = None) -> None:
+        """Enable the composer, or disable it with ``refusal`` as the reason."""
+        writable = enabled and refusal is None
+        self.post_refusal = refusal
+        self.input.configure(
+            state="normal" if writable else "disabled",
+            background=self._input_background
+            if writable
+            else theme.DISABLED_BACKGROUND,
+        )
+        self.send_button.state(["!disabled"] if writable else ["disabled"])
         self.details_button.state(["!disabled"] if enabled else ["disabled"])
+        self.audio.record_bar.set_refusal(refusal)
+        if refusal is None:
+            self.compose_hint.set(COMPOSE_HINT)
+            self.compose_hint_label.configure(style="Muted.TLabel")
+        else:
+            self.compose_hint.set(f"You cannot post here. {refusal}")
+            self.compose_hint_label.configure(style="Error.TLabel")
 
-    # Contacts.
+    # Contacts and groups.
 
     def load_contacts(
         self, contacts: list[Contact], activity: dict[str, int], unread: list[str]
@@ -305,70 +406,174 @@ class MainWindow(ttk.Frame):
                 row.last_activity, activity.get(contact.username, 0)
             )
         self.refresh_contacts()
-        if self.model.current is None and self.model.contacts:
-            self.select(self.model.sorted_contacts()[0].username)
+        self._open_first()
+
+    def load_groups(
+        self, groups: list[GroupInfo], activity: dict[str, int] | None = None
+    ) -> None:
+        """Take over the groups' states from the core and redraw what shows them.
+
+        ``activity`` maps group conversations to their latest activity.
+        """
+        for info in groups:
+            row = self.model.group(info.conversation)
+            row.name = info.name
+            row.role = info.role
+            row.muted = info.muted
+            row.read_only = info.read_only
+            row.members = info.members
+            if row.member:
+                row.left_reason = ""
+            when = (activity or {}).get(info.conversation, 0)
+            row.last_activity = max(row.last_activity, when)
+        self.refresh_contacts()
+        current = self.model.current_group()
+        if current is not None:
+            self._show_group_state(current)
+            self.group_actions.group_changed(current)
+        self._update_group_menu()
+
+    def _open_first(self) -> None:
+        """Open the conversation with the latest activity, if none is open."""
+        if self.model.current is not None:
+            return
+        rows: list[viewmodel.ContactRow | GroupRow] = [
+            *self.model.sorted_groups(),
+            *self.model.sorted_contacts(),
+        ]
+        if not rows:
+            return
+        newest = max(rows, key=lambda row: row.last_activity)
+        if isinstance(newest, GroupRow):
+            self.select(newest.conversation)
+        else:
+            self.select(newest.username)
 
     def refresh_contacts(self) -> None:
-        """Redraw the contact list from the model, keeping the selection."""
-        rows = self.model.sorted_contacts()
-        wanted = [row.username for row in rows]
-        for item in self.tree.get_children():
-            if item not in self.model.contacts:
-                self.tree.delete(item)
-        for index, row in enumerate(rows):
-            mark = "●" if row.online else "○"
-            label = f"{mark} {display_text(row.username)}"
-            if row.key_changed:
-                label += "  ⚠"
-            elif row.verified:
-                label += "  ✓"
-            tags = ["online" if row.online else "offline"]
-            if row.unread:
-                tags.append("unread")
-            unread = str(row.unread) if row.unread else ""
-            if self.tree.exists(row.username):
-                self.tree.item(row.username, text=label, values=(unread,), tags=tags)
-            else:
-                self.tree.insert(
-                    "", "end", iid=row.username, text=label, values=(unread,), tags=tags
-                )
-            if self.tree.index(row.username) != index:
-                self.tree.move(row.username, "", index)
+        """Redraw the groups and contacts from the model, keeping the selection."""
+        self._refresh_section(
+            CONTACTS_SECTION,
+            [
+                (row.username, *self._contact_item(row))
+                for row in self.model.sorted_contacts()
+            ],
+        )
+        groups = [
+            (row.conversation, *self._group_item(row))
+            for row in self.model.sorted_groups()
+        ]
+        if groups and not self.tree.exists(GROUPS_SECTION):
+            self.tree.insert(
+                "", 0, iid=GROUPS_SECTION, text="Groups", open=True, tags=("section",)
+            )
+        if self.tree.exists(GROUPS_SECTION):
+            self._refresh_section(GROUPS_SECTION, groups)
         current = self.model.current
-        if current in wanted and self.tree.selection() != (current,):
+        if (
+            current is not None
+            and self.tree.exists(current)
+            and self.tree.selection() != (current,)
+        ):
             self.tree.selection_set(current)
         self.refresh_title()
+
+    def _refresh_section(
+        self, section: str, items: list[tuple[str, str, str, list[str]]]
+    ) -> None:
+        """Make the children of ``section`` the (iid, label, unread, tags) ``items``."""
+        wanted = {iid for iid, *_rest in items}
+        for item in self.tree.get_children(section):
+            if item not in wanted:
+                self.tree.delete(item)
+        for index, (iid, label, unread, tags) in enumerate(items):
+            if self.tree.exists(iid):
+                self.tree.item(iid, text=label, values=(unread,), tags=tags)
+            else:
+                self.tree.insert(
+                    section, "end", iid=iid, text=label, values=(unread,), tags=tags
+                )
+            if self.tree.parent(iid) != section or self.tree.index(iid) != index:
+                self.tree.move(iid, section, index)
+
+    @staticmethod
+    def _contact_item(row: viewmodel.ContactRow) -> tuple[str, str, list[str]]:
+        mark = "●" if row.online else "○"
+        label = f"{mark} {display_text(row.username)}"
+        if row.key_changed:
+            label += "  ⚠"
+        elif row.verified:
+            label += "  ✓"
+        tags = ["online" if row.online else "offline"]
+        if row.unread:
+            tags.append("unread")
+        return label, str(row.unread) if row.unread else "", tags
+
+    @staticmethod
+    def _group_item(row: GroupRow) -> tuple[str, str, list[str]]:
+        label = f"# {display_text(row.name)}"
+        if not row.member:
+            label += "  (left)"
+        tags = ["group" if row.member else "offline"]
+        if row.unread:
+            tags.append("unread")
+        return label, str(row.unread) if row.unread else "", tags
 
     def refresh_title(self) -> None:
         self.winfo_toplevel().title(display_text(self.model.title()))
 
     def _on_select(self, _event: tk.Event[Any]) -> None:
         selection = self.tree.selection()
-        if selection and selection[0] != self.model.current:
+        if not selection or selection[0] in (GROUPS_SECTION, CONTACTS_SECTION):
+            return
+        if selection[0] != self.model.current:
             self.select(selection[0])
 
-    def select(self, username: str) -> None:
-        """Open the conversation with ``username`` and load its newest entries."""
-        self.model.open(username)
-        row = self.model.contact(username)
-        self.header.set(display_text(username))
-        self._show_key_warning(row.key_changed, username)
+    def select(self, conversation: str) -> None:
+        """Open ``conversation`` (a username or a group) and load its newest entries."""
+        self.model.open(conversation)
         self.conversation.clear()
         self.pending = []
-        self.loading_conversation = username
+        self.loading_conversation = conversation
         self.has_older = False
-        self._set_compose_enabled(True)
+        group = self.model.current_group()
+        if group is None:
+            row = self.model.contact(conversation)
+            self.header.set(display_text(conversation))
+            self.subtitle_label.grid_remove()
+            self.members_button.grid_remove()
+            self.group_button.grid_remove()
+            self.details_button.grid()
+            self.group_actions.close()
+            self._place_member_panel()
+            self._show_key_warning(row.key_changed, conversation)
+            self._set_compose_enabled(True)
+        else:
+            self.details_button.grid_remove()
+            self.members_button.grid()
+            self.group_button.grid()
+            self._show_group_state(group)
+            self.group_actions.open(group)
+            self._place_member_panel()
+        self._update_group_menu()
         self.refresh_contacts()
         client = self.app.client
         assert client is not None
         self.app.worker.submit(
-            lambda: client.history(username, PAGE_SIZE),
-            lambda entries: self._show_history(username, entries),
+            lambda: client.history(conversation, PAGE_SIZE),
+            lambda entries: self._show_history(conversation, entries),
             self._show_error,
         )
 
-    def _show_history(self, username: str, entries: list[HistoryEntry]) -> None:
-        if username != self.model.current:
+    def _show_group_state(self, row: GroupRow) -> None:
+        """Show the open group's name, standing and whether this account may post."""
+        self.header.set(display_text(row.name))
+        self.subtitle.set(group_rules.subtitle(row))
+        self.subtitle_label.grid()
+        self._show_banner(group_rules.banner_text(row))
+        self._set_compose_enabled(True, group_rules.post_refusal(row))
+
+    def _show_history(self, conversation: str, entries: list[HistoryEntry]) -> None:
+        if conversation != self.model.current:
             return
         self.loading_conversation = None
         self.conversation.show(entries, self.model.states)
@@ -427,6 +632,9 @@ class MainWindow(ttk.Frame):
         peer = self.model.current
         if peer is None or str(self.input.cget("state")) != "normal":
             return
+        if self.post_refusal is not None:
+            self.status.set(self.post_refusal)
+            return
         body = self.read_input()
         if not body.strip():
             return
@@ -464,7 +672,15 @@ class MainWindow(ttk.Frame):
         # delivery_updated events report the rest, also while offline.
         # NOTE: the core keeps each outcome nobody waited for in memory
         # until the client closes, a few hundred bytes per message sent.
-        self.app.worker.submit(lambda: client.send_text(peer, body, 0.0), sent, failed)
+        if is_group(peer):
+            group_id = peer.removeprefix(viewmodel.GROUP_PREFIX)
+            self.app.worker.submit(
+                lambda: client.send_group_text(group_id, body, 0.0), sent, failed
+            )
+        else:
+            self.app.worker.submit(
+                lambda: client.send_text(peer, body, 0.0), sent, failed
+            )
 
     def retry(self, message_id: str) -> None:
         """Send a failed message again, with the same message id."""
@@ -486,6 +702,7 @@ class MainWindow(ttk.Frame):
         """Carry out a batch of core events; redraw the contact list once."""
         contacts_changed = False
         ring = False
+        groups_changed = False
         for event in events:
             if event.name == ATTACHMENT_PROGRESS:
                 self.audio.progress(event.data)
@@ -495,12 +712,26 @@ class MainWindow(ttk.Frame):
                     contacts_changed = True
                 elif effect.kind == viewmodel.BELL:
                     ring = True
+                elif effect.kind == viewmodel.GROUP:
+                    groups_changed = True
                 else:
                     self._apply(effect)
         if contacts_changed:
             self.refresh_contacts()
+        if groups_changed:
+            self._group_updated()
         if ring:
             self._ring()
+
+    def _group_updated(self) -> None:
+        """Fetch the groups' states again after a batch with group changes."""
+        current = self.model.current_group()
+        if current is not None:
+            # The event may have ended this account's membership already.
+            self._show_group_state(current)
+            self.group_actions.show_state(current)
+        self._update_group_menu()
+        self.group_actions.reload_groups()
 
     def _apply(self, effect: Effect) -> None:
         data = effect.data
@@ -512,6 +743,10 @@ class MainWindow(ttk.Frame):
                 self.conversation.append(entry)
         elif effect.kind == viewmodel.STATE:
             self.conversation.set_state(data["message_id"], data["state"])
+        elif effect.kind == viewmodel.DELETED:
+            self.conversation.remove(data["message_id"])
+        elif effect.kind == viewmodel.PRESENCE:
+            self.group_actions.set_online(data["username"], data["online"])
         elif effect.kind == viewmodel.STATUS:
             self._show_status(data["state"], data["data"])
         elif effect.kind == viewmodel.KEY_CHANGED:
@@ -550,17 +785,129 @@ class MainWindow(ttk.Frame):
 
     def _show_key_warning(self, changed: bool, username: str) -> None:
         if changed:
-            self.warning.set(
-                f"⚠ The account key of {display_text(username)} changed. Compare "
+            self._show_banner(
+                f"The account key of {display_text(username)} changed. Compare "
                 "the new safety number with them in person before you trust "
                 "this conversation (Ctrl+I)."
             )
+        else:
+            self._show_banner(None)
+
+    def _show_banner(self, text: str | None) -> None:
+        """Show ``text`` in the notice above the conversation, or hide it."""
+        if text:
+            self.warning.set(f"⚠ {text}")
             self.warning_label.grid()
         else:
+            self.warning.set("")
             self.warning_label.grid_remove()
 
     def _show_error(self, error: BaseException) -> None:
         self.status.set(friendly_error(error))
+
+    def show_error(self, error: BaseException) -> None:
+        """Show ``error`` as a sentence in the status line."""
+        self._show_error(error)
+
+    # Groups.
+
+    def members_shown(self) -> bool:
+        """Return whether the member panel is on screen."""
+        return self.model.current_group() is not None and self.show_members.get()
+
+    def toggle_members(self) -> None:
+        """Show or hide the member panel of the open group (Ctrl+Shift+G)."""
+        self.show_members.set(not self.show_members.get())
+        self._place_member_panel()
+
+    def _place_member_panel(self) -> None:
+        panel = self.group_actions.panel
+        if self.members_shown():
+            panel.grid()
+            self.group_actions.load_members()
+        else:
+            panel.grid_remove()
+
+    def _add_group_entries(self, menu: tk.Menu) -> None:
+        """Add the actions on the open group to ``menu``."""
+        menu.add_command(label="Add members…", command=self._add_members)
+        menu.add_command(label="Rename group…", command=self._rename_group)
+        menu.add_checkbutton(
+            label=READ_ONLY_LABEL,
+            variable=self.group_actions.read_only,
+            command=lambda: self.group_actions.set_read_only(
+                self.group_actions.read_only.get()
+            ),
+        )
+        menu.add_separator()
+        menu.add_command(label="Leave group…", command=self._leave_group)
+
+    def _update_group_menu(self) -> None:
+        """Enable the Groups menu entries this account may use in the open group."""
+        row = self.model.current_group()
+        moderator = row is not None and group_rules.is_moderator(row.role)
+        allowed = {
+            "Add members…": moderator,
+            "Rename group…": moderator,
+            READ_ONLY_LABEL: moderator,
+            "Leave group…": row is not None and group_rules.may_leave(row),
+        }
+        for menu in (self.groups_menu, self.group_button_menu):
+            for label, enabled in allowed.items():
+                menu.entryconfigure(label, state="normal" if enabled else "disabled")
+        self.groups_menu.entryconfigure(
+            "Show members", state="normal" if row is not None else "disabled"
+        )
+
+    def new_group(self) -> None:
+        """Open the "New group" dialog (Ctrl+G)."""
+        from enctalk.ui.group_dialogs import NewGroupDialog
+
+        NewGroupDialog(
+            self,
+            self.app,
+            list(self.model.contacts),
+            self._group_created,
+            self.group_actions.load_members,
+        )
+
+    def _group_created(self, group_id: str) -> None:
+        conversation = viewmodel.GROUP_PREFIX + group_id
+        self.model.touch(conversation)
+        self.select(conversation)
+        self.group_actions.reload_groups()
+
+    def _add_members(self) -> None:
+        self.group_actions.add_members()
+
+    def _rename_group(self) -> None:
+        self.group_actions.rename()
+
+    def _leave_group(self) -> None:
+        self.group_actions.leave()
+
+    def open_message_menu(self, entry: HistoryEntry, x: int, y: int) -> None:
+        """Open the menu of a right-clicked message: copy, delete for everyone."""
+        menu = self.message_menu
+        menu.delete(0, "end")
+        if entry.kind in ("text", "audio", "notice", "system"):
+            menu.add_command(
+                label="Copy text", command=lambda: self._copy_text(entry.body)
+            )
+        row = self.model.current_group()
+        state = self.model.states.get(entry.message_id or "")
+        if row is not None and group_rules.may_delete(row, self.model.me, entry, state):
+            menu.add_separator()
+            menu.add_command(
+                label="Delete for everyone…",
+                command=lambda: self.group_actions.delete_message(entry),
+            )
+        if menu.index("end") is not None:
+            menu.tk_popup(x, y)
+
+    def _copy_text(self, text: str) -> None:
+        self.clipboard_clear()
+        self.clipboard_append(text)
 
     # Dialogs.
 
@@ -581,6 +928,9 @@ class MainWindow(ttk.Frame):
     def open_details(self) -> None:
         username = self.model.current
         if username is None:
+            return
+        if is_group(username):
+            self.toggle_members()
             return
         from enctalk.ui.contact_dialog import ContactDialog
 

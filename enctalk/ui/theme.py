@@ -27,6 +27,7 @@ ERROR_COLOUR = "#b00020"
 WARNING_BACKGROUND = "#fff3cd"
 MUTED = "#606060"
 ONLINE_COLOUR = "#1b7f3b"
+DISABLED_BACKGROUND = "#ececec"
 
 _fonts: list[tkfont.Font] = []
 
@@ -85,6 +86,7 @@ def apply_theme(root: tk.Tk) -> ttk.Style:
     style.configure("Treeview", rowheight=int(line * 1.6))
     style.configure("Error.TLabel", foreground=ERROR_COLOUR)
     style.configure("Muted.TLabel", foreground=MUTED)
+    style.configure("Heading.TLabel", font="TkHeadingFont")
     title = tkfont.Font(
         root,
         name="EncTalkTitleFont",

@@ -1,8 +1,10 @@
 """The state behind the main window, reduced from client core events.
 
 :class:`ChatModel` contains the contact rows (presence, unread count, latest
-activity), the delivery state of each outgoing message and the open
-conversation. :meth:`ChatModel.apply` turns one core event into a list of
+activity), the group rows (name, this account's role and state, unread
+count), the delivery state of each outgoing message and the open
+conversation. A group's conversation is named ``#`` and its id, which no
+username can be. :meth:`ChatModel.apply` turns one core event into a list of
 :class:`Effect` values that the Tk views carry out, so the rules (what
 counts as unread, when the bell rings, how contacts sort) are tested
 without a display.
@@ -20,7 +22,9 @@ from enctalk.client.events import (
     DECRYPT_FAILED,
     DELIVERY_UPDATED,
     ERROR,
+    GROUP_UPDATED,
     IDENTITY_CHANGED,
+    MESSAGE_DELETED,
     MESSAGE_RECEIVED,
     PRESENCE_CHANGED,
     SESSION_REVOKED,
@@ -31,7 +35,10 @@ from enctalk.client.history import HistoryEntry
 # Effect kinds, in the order the main window handles them.
 APPEND = "append"  # entry: a line for the open conversation
 STATE = "state"  # message_id, state, error: an outgoing message's new state
-CONTACTS = "contacts"  # the contact list changed (rows, order or counts)
+CONTACTS = "contacts"  # the list of contacts and groups changed
+GROUP = "group"  # the group_updated data: fetch the group's state again
+DELETED = "deleted"  # message_id: remove it from the open conversation
+PRESENCE = "presence"  # username, online: for the member list
 BELL = "bell"  # a message arrived in a conversation that is not open
 STATUS = "status"  # state, data: the connection changed
 KEY_CHANGED = "key_changed"  # username, old, new: show the warning banner
@@ -51,12 +58,47 @@ class ContactRow:
     key_changed: bool = False
 
 
+@dataclass
+class GroupRow:
+    """One group in the list, with this account's standing in it.
+
+    ``role`` is None once this account left or was removed, and then
+    ``left_reason`` says how, when an event of this session told it.
+    """
+
+    group_id: str
+    name: str = "Group"
+    role: str | None = None
+    muted: bool = False
+    read_only: bool = False
+    members: int = 0
+    unread: int = 0
+    last_activity: int = 0
+    left_reason: str = ""
+
+    @property
+    def conversation(self) -> str:
+        return GROUP_PREFIX + self.group_id
+
+    @property
+    def member(self) -> bool:
+        return self.role is not None
+
+
 @dataclass(frozen=True)
 class Effect:
     """One change the views must make, named by ``kind`` (see the constants)."""
 
     kind: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+GROUP_PREFIX = "#"
+
+
+def is_group(conversation: str | None) -> bool:
+    """Return whether ``conversation`` names a group (``#`` and its id)."""
+    return conversation is not None and conversation.startswith(GROUP_PREFIX)
 
 
 def _now_ms() -> int:
@@ -69,7 +111,7 @@ def entry_time(entry: HistoryEntry) -> int:
 
 
 class ChatModel:
-    """Contacts, unread counts and delivery states of one logged-in account.
+    """Contacts, groups, unread counts and delivery states of one account.
 
     NOTE: unread counts and the key-change flag live only in memory, so a
     restart clears them. The key-change notice stays in the history.
@@ -78,6 +120,8 @@ class ChatModel:
     def __init__(self, me: str) -> None:
         self.me = me
         self.contacts: dict[str, ContactRow] = {}
+        # Keyed by conversation name ("#" and the group id).
+        self.groups: dict[str, GroupRow] = {}
         self.current: str | None = None
         self.states: dict[str, str] = {}
         self.errors: dict[str, str] = {}
@@ -99,19 +143,55 @@ class ChatModel:
             key=lambda row: (-row.last_activity, row.username.casefold()),
         )
 
-    def touch(self, username: str, when: int | None = None) -> None:
-        """Record activity in the conversation with ``username``."""
-        row = self.contact(username)
+    def group(self, conversation: str) -> GroupRow:
+        """Return the row of a group conversation, adding one if it is new."""
+        row = self.groups.get(conversation)
+        if row is None:
+            row = GroupRow(conversation.removeprefix(GROUP_PREFIX))
+            self.groups[conversation] = row
+        return row
+
+    def sorted_groups(self) -> list[GroupRow]:
+        """Return the groups this account is in first, each part by activity."""
+        return sorted(
+            self.groups.values(),
+            key=lambda row: (
+                not row.member,
+                -row.last_activity,
+                row.name.casefold(),
+                row.group_id,
+            ),
+        )
+
+    def row(self, conversation: str) -> ContactRow | GroupRow:
+        """Return the contact or group row of ``conversation``."""
+        if is_group(conversation):
+            return self.group(conversation)
+        return self.contact(conversation)
+
+    def touch(self, conversation: str, when: int | None = None) -> None:
+        """Record activity in ``conversation``."""
+        row = self.row(conversation)
         row.last_activity = max(row.last_activity, when or _now_ms())
 
-    def open(self, username: str | None) -> None:
-        """Make ``username`` the open conversation and clear its unread count."""
-        self.current = username
-        if username is not None:
-            self.contact(username).unread = 0
+    def open(self, conversation: str | None) -> None:
+        """Make ``conversation`` the open one and clear its unread count."""
+        self.current = conversation
+        if conversation is not None:
+            self.row(conversation).unread = 0
+
+    def current_group(self) -> GroupRow | None:
+        """Return the row of the open conversation if it is a group."""
+        if self.current is None or not is_group(self.current):
+            return None
+        return self.group(self.current)
 
     def total_unread(self) -> int:
-        return sum(row.unread for row in self.contacts.values())
+        rows: list[ContactRow | GroupRow] = [
+            *self.contacts.values(),
+            *self.groups.values(),
+        ]
+        return sum(row.unread for row in rows)
 
     def title(self) -> str:
         """Return the window title, with the total unread count when there is one."""
@@ -155,7 +235,7 @@ class ChatModel:
             return [Effect(APPEND, {"entry": entry}), Effect(CONTACTS)]
         if entry.direction == "out":
             return [Effect(CONTACTS)]
-        self.contact(entry.conversation).unread += 1
+        self.row(entry.conversation).unread += 1
         return [Effect(CONTACTS), Effect(BELL)]
 
     def _on_decrypt_failed(self, data: dict[str, Any]) -> list[Effect]:
@@ -197,8 +277,46 @@ class ChatModel:
         username = str(data["username"])
         if username == self.me:
             return []
-        self.contact(username).online = bool(data["online"])
-        return [Effect(CONTACTS)]
+        online = bool(data["online"])
+        self.contact(username).online = online
+        return [
+            Effect(CONTACTS),
+            Effect(PRESENCE, {"username": username, "online": online}),
+        ]
+
+    def _on_group_updated(self, data: dict[str, Any]) -> list[Effect]:
+        conversation = str(data["conversation"])
+        row = self.group(conversation)
+        now = _now_ms()
+        row.last_activity = max(row.last_activity, now)
+        if data.get("member", True):
+            row.left_reason = ""
+        else:
+            row.role = None
+            row.muted = False
+            row.left_reason = _left_reason(data)
+        effects = [Effect(GROUP, dict(data)), Effect(CONTACTS)]
+        if conversation == self.current:
+            line = HistoryEntry(
+                conversation=conversation,
+                kind="system",
+                direction="in",
+                sender=str(data.get("actor", "")),
+                body=str(data.get("text", "")),
+                # The id the core gives the same line in the history.
+                message_id=f"group-op:{data['group_id']}:{data['epoch']}",
+                server_seq=None,
+                server_time=now,
+                sent_at=None,
+                state=None,
+            )
+            effects.insert(0, Effect(APPEND, {"entry": line}))
+        return effects
+
+    def _on_message_deleted(self, data: dict[str, Any]) -> list[Effect]:
+        if data.get("conversation") != self.current:
+            return []
+        return [Effect(DELETED, {"message_id": str(data["message_id"])})]
 
     def _on_contact_added(self, data: dict[str, Any]) -> list[Effect]:
         row = self.contact(str(data["username"]))
@@ -235,6 +353,14 @@ class ChatModel:
         return [Effect(NOTICE, {"text": str(data.get("message", ""))})]
 
 
+def _left_reason(data: dict[str, Any]) -> str:
+    """Return the sentence for how this account stopped being a member."""
+    if data.get("action") == "leave":
+        return "You left this group."
+    actor = str(data.get("actor") or "A moderator")
+    return f"{actor} removed you from this group."
+
+
 # The event names :meth:`ChatModel.apply` reduces; others are ignored.
 HANDLED_EVENTS = frozenset(
     {
@@ -246,6 +372,8 @@ HANDLED_EVENTS = frozenset(
         IDENTITY_CHANGED,
         CONNECTION_STATE,
         SESSION_REVOKED,
+        GROUP_UPDATED,
+        MESSAGE_DELETED,
         ERROR,
     }
 )

@@ -18,7 +18,7 @@ from enctalk.client.core import Contact, SendResult
 from enctalk.client.events import Event
 from enctalk.ui import theme
 from enctalk.ui.app import App
-from enctalk.ui.main_window import MainWindow
+from enctalk.ui.main_window import CONTACTS_SECTION, MainWindow
 
 NON_BMP_TEXT = "hi 😀👍🏽 𠀀"
 BURST_SIZE = 500
@@ -44,6 +44,9 @@ class FakeClient:
 
     def contacts(self):
         return [Contact("bob", True, False, ""), Contact("carol", False, False, "")]
+
+    def groups(self):
+        return []
 
     def history(self, username, limit=None, before_seq=None):
         return []
@@ -148,7 +151,7 @@ def test_unread_counts_in_title_and_list(app):
     assert run_until(app.root, lambda: app.root.title().startswith("(3)"))
     assert app.root.title() == "(3) EncTalk - alice"
     assert app.view.tree.set("carol", "unread") == "3"
-    assert app.view.tree.get_children()[0] == "carol"
+    assert app.view.tree.get_children(CONTACTS_SECTION)[0] == "carol"
 
 
 def test_key_change_shows_warning(app):

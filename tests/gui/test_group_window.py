@@ -1,0 +1,392 @@
+"""Groups in the real App and MainWindow, in this process, on Xvfb.
+
+The window logs in with a real client core to a real server subprocess
+on 127.0.0.1, and the other group members are headless clients made
+here. Each test checks the widgets (list, conversation text, banner,
+composer, member panel) and what the headless clients receive. The
+tests replace ``GroupActions.confirm``, which asks before a destructive
+action, because they cannot click a Tk message box.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+import tkinter as tk
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from enctalk.client.core import Client
+from enctalk.client.errors import ClientError
+from enctalk.client.events import Event
+from enctalk.ui import theme
+from enctalk.ui.app import App
+from enctalk.ui.group_dialogs import NewGroupDialog
+from enctalk.ui.main_window import GROUPS_SECTION, MainWindow
+from tests.integration.conftest import ServerProcess, wait_for_event
+
+PASSWORDS = {
+    "sam": "violet lantern meadow",
+    "teacher": "copper kettle horizon",
+    "kim": "amber falcon seashell",
+}
+TIMEOUT = 20.0
+
+
+def run_until(root: tk.Tk, predicate: Callable[[], object], timeout=TIMEOUT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        root.update()
+        if predicate():
+            return True
+        time.sleep(0.01)
+    root.update()
+    return bool(predicate())
+
+
+def headless(tmp_path: Path, server: ServerProcess, name: str) -> Client:
+    client = Client(
+        tmp_path / name,
+        server=server.address,
+        accept_new_server=True,
+        events=queue.Queue(),
+        timeout=10,
+    )
+    client.register(name, PASSWORDS[name])
+    return client
+
+
+@pytest.fixture
+def others(tmp_path: Path, server: ServerProcess) -> Iterator[dict[str, Client]]:
+    clients = {name: headless(tmp_path, server, name) for name in ("teacher", "kim")}
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+@pytest.fixture
+def app(
+    display: str,
+    tmp_path: Path,
+    server: ServerProcess,
+    others: dict[str, Client],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[App]:
+    """The window, logged in as sam, whose profile already trusts the server."""
+    monkeypatch.setenv("DISPLAY", display)
+    headless(tmp_path, server, "sam").close()
+    root = tk.Tk()
+    theme.apply_theme(root)
+    root.geometry("1040x680+0+0")
+    application = App(root, str(tmp_path / "sam"), server.address)
+    application.login(server.address, "sam", PASSWORDS["sam"], False)
+    assert run_until(root, lambda: isinstance(application.view, MainWindow), 30)
+    yield application
+    application.close()
+
+
+def window(app: App) -> MainWindow:
+    view = app.view
+    assert isinstance(view, MainWindow)
+    return view
+
+
+def shown_text(app: App) -> str:
+    return window(app).conversation.text_content()
+
+
+def disabled(widget: tk.Misc) -> bool:
+    return str(widget.cget("state")) == "disabled"
+
+
+def teacher_group_with_sam(others: dict[str, Client]) -> str:
+    teacher = others["teacher"]
+    group_id = teacher.create_group("Class 7b")
+    teacher.group_add(group_id, "sam")
+    teacher.group_add(group_id, "kim")
+    return group_id
+
+
+def open_group(app: App, group_id: str) -> MainWindow:
+    view = window(app)
+    conversation = "#" + group_id
+    assert run_until(app.root, lambda: conversation in view.model.groups)
+    view.select(conversation)
+    assert run_until(app.root, lambda: "teacher added you" in shown_text(app))
+    assert run_until(
+        app.root, lambda: len(view.group_actions.panel.tree.get_children()) == 3
+    )
+    return view
+
+
+def test_added_group_listed_with_name(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = window(app)
+    conversation = "#" + group_id
+    assert run_until(app.root, lambda: view.tree.exists(conversation))
+    assert run_until(
+        app.root, lambda: "Class 7b" in view.tree.item(conversation, "text")
+    )
+    assert view.tree.parent(conversation) == GROUPS_SECTION
+
+
+def test_group_message_unread_then_shown(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = window(app)
+    conversation = "#" + group_id
+    assert run_until(app.root, lambda: view.tree.exists(conversation))
+    others["teacher"].send_group_text(group_id, "Homework is page 12", 10)
+    assert run_until(app.root, lambda: view.tree.set(conversation, "unread") == "1")
+    assert app.root.title().startswith("(1)")
+
+    view.select(conversation)
+    assert run_until(app.root, lambda: "Homework is page 12" in shown_text(app))
+    text = shown_text(app)
+    assert "teacher  " in text
+    assert text.index("teacher added you") < text.index("Homework is page 12")
+    assert view.tree.set(conversation, "unread") == ""
+
+
+def test_group_system_line_centred_italic(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    text = view.conversation.text
+    start = text.search("teacher added you", "1.0")
+    assert start
+    assert "system" in text.tag_names(start)
+    assert text.tag_cget("system", "justify") == "center"
+    assert "italic" in str(view.conversation.system_font.actual("slant"))
+
+
+def test_member_panel_lists_roles(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    panel = view.group_actions.panel
+    assert panel.winfo_ismapped()
+    assert panel.title.get() == "Members (3)"
+    assert panel.tree.set("teacher", "role") == "owner"
+    assert panel.tree.set("kim", "role") == ""
+    assert "(you)" in panel.tree.item("sam", "text")
+    assert "●" in panel.tree.item("teacher", "text")
+    # An ordinary member gets no moderation controls, but may leave.
+    assert not panel.add_button.winfo_ismapped()
+    assert not panel.remove_button.winfo_ismapped()
+    assert panel.leave_button.winfo_ismapped()
+
+    view.toggle_members()
+    app.root.update()
+    assert not panel.winfo_ismapped()
+    view.toggle_members()
+    app.root.update()
+    assert panel.winfo_ismapped()
+
+
+def test_muted_member_composer_disabled(app, others, desktop):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    others["teacher"].send_group_text(group_id, "Quiet please, test time.", 10)
+    assert run_until(app.root, lambda: "Quiet please" in shown_text(app))
+    assert not disabled(view.input)
+
+    others["teacher"].group_mute(group_id, "sam")
+    assert run_until(app.root, lambda: view.warning_label.winfo_ismapped())
+    assert run_until(app.root, lambda: "teacher muted you" in shown_text(app))
+    assert "A moderator has muted you in this group" in view.warning.get()
+    assert disabled(view.input)
+    assert view.send_button.instate(["disabled"])
+    assert view.audio.record_bar.record_button.instate(["disabled"])
+    assert "muted you" in view.compose_hint.get()
+    assert run_until(
+        app.root, lambda: view.group_actions.panel.tree.set("sam", "role") == "muted"
+    )
+    time.sleep(0.3)
+    app.root.update()
+    desktop.screenshot("group-muted")
+
+    others["teacher"].group_mute(group_id, "sam", muted=False)
+    assert run_until(app.root, lambda: not view.warning_label.winfo_ismapped())
+    assert not disabled(view.input)
+    assert view.send_button.instate(["!disabled"])
+
+
+def test_read_only_disables_member_composer(app, others, desktop):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    teacher = others["teacher"]
+
+    teacher.group_read_only(group_id, True)
+    assert run_until(app.root, lambda: disabled(view.input))
+    assert run_until(app.root, lambda: "read-only" in view.warning.get())
+    assert view.warning_label.winfo_ismapped()
+    assert "read-only" in view.subtitle.get()
+    time.sleep(0.3)
+    app.root.update()
+    desktop.screenshot("group-read-only")
+
+    # A moderator posts in a read-only group.
+    teacher.group_set_role(group_id, "sam", "moderator")
+    assert run_until(app.root, lambda: not disabled(view.input))
+    assert not view.warning_label.winfo_ismapped()
+    panel = view.group_actions.panel
+    assert run_until(app.root, lambda: panel.add_button.winfo_ismapped())
+    assert view.group_actions.read_only.get()
+
+
+def test_removed_member_keeps_history(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    others["teacher"].send_group_text(group_id, "See you next term", 10)
+    assert run_until(app.root, lambda: "See you next term" in shown_text(app))
+
+    others["teacher"].group_remove(group_id, "sam")
+    assert run_until(app.root, lambda: "teacher removed you" in view.warning.get())
+    assert disabled(view.input)
+    assert "See you next term" in shown_text(app)
+    assert "(left)" in view.tree.item("#" + group_id, "text")
+    leave_button = view.group_actions.panel.leave_button
+    assert run_until(app.root, lambda: not leave_button.winfo_ismapped())
+
+
+def test_deleted_message_leaves_view(app, others):
+    group_id = teacher_group_with_sam(others)
+    open_group(app, group_id)
+    teacher = others["teacher"]
+    result = teacher.send_group_text(group_id, "Wrong link, ignore", 10)
+    assert run_until(app.root, lambda: "Wrong link" in shown_text(app))
+
+    teacher.group_delete_message(group_id, result.message_id)
+    assert run_until(app.root, lambda: "Wrong link" not in shown_text(app))
+    assert run_until(app.root, lambda: "teacher deleted a message" in shown_text(app))
+
+
+def test_group_send_reaches_member(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    view.input.insert("1.0", "I finished question 4")
+    view.send_message()
+    kim = others["kim"]
+    event = wait_for_event(
+        kim.events,
+        lambda e: e.name == "message_received" and e.data.get("group") == group_id,
+    )
+    assert event.data["sender"] == "sam"
+    assert event.data["body"] == "I finished question 4"
+    assert run_until(app.root, lambda: "sent" in shown_text(app))
+
+
+def group_events(group_id: str) -> Callable[[Event], bool]:
+    return lambda e: e.name == "group_updated" and e.data["group_id"] == group_id
+
+
+def test_owner_creates_and_moderates_group(app, others, desktop):
+    view = window(app)
+    kim = others["kim"]
+    dialog = NewGroupDialog(
+        view,
+        app,
+        [],
+        view._group_created,
+        view.group_actions.load_members,
+    )
+    dialog.name.set("Art club")
+    dialog.create()
+    assert run_until(app.root, lambda: dialog.group_id != "")
+    group_id = dialog.group_id
+    assert run_until(app.root, lambda: hasattr(dialog, "picker"))
+    dialog.picker.typed.set("kim, nobody-here")
+    dialog.submit()
+    assert run_until(app.root, lambda: "Not added nobody-here" in dialog.result.get())
+    assert "Added kim." in dialog.result.get()
+    assert dialog.picker.typed.get() == "nobody-here"
+    dialog.destroy()
+    wait_for_event(kim.events, group_events(group_id))
+
+    panel = view.group_actions.panel
+    assert view.model.current == "#" + group_id
+    assert run_until(app.root, lambda: panel.tree.exists("kim"))
+    assert panel.add_button.winfo_ismapped()
+    assert panel.role_button.winfo_ismapped()
+    assert "you are the owner" in view.subtitle.get()
+
+    # Mute: kim cannot post any more.
+    view.group_actions.mute_member("kim", True)
+    assert run_until(app.root, lambda: panel.tree.set("kim", "role") == "muted")
+    deadline = time.monotonic() + TIMEOUT
+    while kim.group_info(group_id).muted is False and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(ClientError) as refused:
+        kim.send_group_text(group_id, "can I still talk?", 5)
+    assert refused.value.code == "not_allowed"
+    view.group_actions.mute_member("kim", False)
+    assert run_until(app.root, lambda: panel.tree.set("kim", "role") == "")
+
+    # Delete kim's message for everyone, after confirming.
+    deadline = time.monotonic() + TIMEOUT
+    while kim.group_info(group_id).muted and time.monotonic() < deadline:
+        time.sleep(0.1)
+    posted = kim.send_group_text(group_id, "oops, wrong group", 10)
+    assert run_until(app.root, lambda: "oops, wrong group" in shown_text(app))
+    entry = view.conversation.entries[posted.message_id]
+    confirmed_titles: list[str] = []
+
+    def confirm(title: str, _question: str) -> bool:
+        confirmed_titles.append(title)
+        return True
+
+    view.group_actions.confirm = confirm
+    time.sleep(0.3)
+    app.root.update()
+    desktop.screenshot("group-owner")
+    view.group_actions.delete_message(entry)
+    deleted = wait_for_event(kim.events, lambda e: e.name == "message_deleted")
+    assert deleted.data["message_id"] == posted.message_id
+    assert run_until(app.root, lambda: "oops, wrong group" not in shown_text(app))
+    assert confirmed_titles == ["Delete message"]
+
+    # Make kim a moderator, then remove kim after confirming.
+    view.group_actions.set_role("kim", "moderator")
+    assert run_until(app.root, lambda: panel.tree.set("kim", "role") == "moderator")
+    view.group_actions.remove_member("kim")
+    assert run_until(app.root, lambda: not panel.tree.exists("kim"))
+    assert confirmed_titles == ["Delete message", "Remove member"]
+    deadline = time.monotonic() + TIMEOUT
+    while kim.group_info(group_id).role is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert kim.group_info(group_id).role is None
+
+
+def test_declined_confirmation_keeps_member(app, others):
+    view = window(app)
+    client = app.client
+    assert client is not None
+    done: list[str] = []
+    app.worker.submit(lambda: client.create_group("Chess"), done.append)
+    assert run_until(app.root, lambda: done)
+    group_id = done[0]
+    app.worker.submit(lambda: client.group_add(group_id, "kim"), done.append)
+    assert run_until(app.root, lambda: len(done) == 2)
+    view.select("#" + group_id)
+    panel = view.group_actions.panel
+    assert run_until(app.root, lambda: panel.tree.exists("kim"))
+
+    view.group_actions.confirm = lambda _title, _question: False
+    view.group_actions.remove_member("kim")
+    time.sleep(1.0)
+    app.root.update()
+    assert panel.tree.exists("kim")
+    assert client.group_info(group_id).members == 2
+
+
+def test_failed_action_shows_sentence(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    # sam is an ordinary member: the core rejects a mute.
+    view.group_actions.mute_member("kim", True)
+    panel = view.group_actions.panel
+    assert run_until(app.root, lambda: "failed" in panel.message.get())
+    message = panel.message.get()
+    assert message.startswith("Muting kim failed: ")
+    assert "Traceback" not in message
+    assert "not a moderator" in message
