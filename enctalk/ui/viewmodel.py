@@ -62,8 +62,9 @@ class ContactRow:
 class GroupRow:
     """One group in the list, with this account's standing in it.
 
-    ``role`` is None once this account left or was removed, and then
-    ``left_reason`` says how, when an event of this session told it.
+    ``role`` is None once this account left or was removed. Then
+    ``left_reason`` is the sentence for how, if an event of this session
+    reported it, else empty.
     """
 
     group_id: str
@@ -230,13 +231,17 @@ class ChatModel:
 
     def _on_message_received(self, data: dict[str, Any]) -> list[Effect]:
         entry = self.entry_from_message(data)
+        # A message can arrive before the view has fetched its group's state.
+        effects = []
+        if is_group(entry.conversation) and entry.conversation not in self.groups:
+            effects.append(Effect(GROUP, {"group_id": data.get("group")}))
         self.touch(entry.conversation, entry_time(entry))
         if entry.conversation == self.current:
-            return [Effect(APPEND, {"entry": entry}), Effect(CONTACTS)]
+            return [Effect(APPEND, {"entry": entry}), Effect(CONTACTS), *effects]
         if entry.direction == "out":
-            return [Effect(CONTACTS)]
+            return [Effect(CONTACTS), *effects]
         self.row(entry.conversation).unread += 1
-        return [Effect(CONTACTS), Effect(BELL)]
+        return [Effect(CONTACTS), Effect(BELL), *effects]
 
     def _on_decrypt_failed(self, data: dict[str, Any]) -> list[Effect]:
         conversation = str(data["conversation"])

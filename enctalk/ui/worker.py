@@ -88,15 +88,25 @@ class Worker:
             item = self._calls.get()
             if item is None or self._stopping.is_set():
                 return
-            call, on_done, on_error = item
-            try:
-                value = call()
-            except Exception as exc:
-                logger.info("background call failed: %s", type(exc).__name__)
-                if not isinstance(exc, ClientError):
-                    logger.debug("background call failed", exc_info=True)
-                if on_error is not None:
-                    self.results.put(Outcome(on_error, (exc,)))
-                continue
-            if on_done is not None:
-                self.results.put(Outcome(on_done, (value,)))
+            self._run_one(*item)
+            # The callbacks may be the last references to a dialog, whose
+            # Tk variables must be deleted on the Tk main thread.
+            del item
+
+    def _run_one(
+        self,
+        call: Callable[[], Any],
+        on_done: Callable[[Any], None] | None,
+        on_error: Callable[[BaseException], None] | None,
+    ) -> None:
+        try:
+            value = call()
+        except Exception as exc:
+            logger.info("background call failed: %s", type(exc).__name__)
+            if not isinstance(exc, ClientError):
+                logger.debug("background call failed", exc_info=True)
+            if on_error is not None:
+                self.results.put(Outcome(on_error, (exc,)))
+            return
+        if on_done is not None:
+            self.results.put(Outcome(on_done, (value,)))

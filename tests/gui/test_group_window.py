@@ -16,14 +16,17 @@ import tkinter as tk
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from enctalk.client import audio
+from enctalk.client.audio import INT16_FULL_SCALE
 from enctalk.client.core import Client
 from enctalk.client.errors import ClientError
 from enctalk.client.events import Event
 from enctalk.ui import theme
 from enctalk.ui.app import App
-from enctalk.ui.group_dialogs import NewGroupDialog
+from enctalk.ui.group_dialogs import NewGroupDialog, RenameGroupDialog
 from enctalk.ui.main_window import GROUPS_SECTION, MainWindow
 from tests.integration.conftest import ServerProcess, wait_for_event
 
@@ -390,3 +393,104 @@ def test_failed_action_shows_sentence(app, others):
     assert message.startswith("Muting kim failed: ")
     assert "Traceback" not in message
     assert "not a moderator" in message
+
+
+def test_voice_message_sent_into_group(app, others, tmp_path):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    tone = np.sin(np.linspace(0, 2 * np.pi * 440, 8000)) * 0.3 * INT16_FULL_SCALE
+    clip = audio.write_wav(tmp_path / "clip.wav", tone.astype(np.int16), 8000)
+    # The record bar hands a finished recording to this callback.
+    view.audio.record_bar.on_send(clip)
+    kim = others["kim"]
+    event = wait_for_event(
+        kim.events,
+        lambda e: e.name == "message_received" and e.data.get("kind") == "audio",
+    )
+    assert event.data["group"] == group_id
+    assert event.data["sender"] == "sam"
+    assert run_until(app.root, lambda: "▶ Open" in shown_text(app))
+
+
+def test_muted_member_cannot_start_recording(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    others["teacher"].group_mute(group_id, "sam")
+    assert run_until(app.root, lambda: view.post_refusal is not None)
+    bar = view.audio.record_bar
+    assert bar.refusal == "A moderator has muted you in this group."
+    view.toggle_recording()
+    assert bar.recorder is None
+
+
+def test_member_leaves_after_confirming(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    view.group_actions.confirm = lambda _title, _question: True
+    view.group_actions.leave()
+    assert run_until(app.root, lambda: "You left this group." in view.warning.get())
+    assert disabled(view.input)
+    assert run_until(app.root, lambda: "You left the group" in shown_text(app))
+    teacher = others["teacher"]
+    event = wait_for_event(
+        teacher.events,
+        lambda e: e.name == "group_updated" and e.data["action"] == "leave",
+    )
+    assert event.data["actor"] == "sam"
+
+
+def test_owner_renames_and_sets_read_only(app, others):
+    view = window(app)
+    client = app.client
+    assert client is not None
+    done: list[str] = []
+    app.worker.submit(lambda: client.create_group("Chess"), done.append)
+    assert run_until(app.root, lambda: done)
+    group_id = done[0]
+    app.worker.submit(lambda: client.group_add(group_id, "kim"), done.append)
+    assert run_until(app.root, lambda: len(done) == 2)
+    view.select("#" + group_id)
+
+    dialog = RenameGroupDialog(view, app, group_id, "Chess", lambda: None)
+    dialog.name.set("Chess club")
+    dialog.submit()
+    assert run_until(app.root, lambda: view.header.get() == "Chess club")
+    assert "Chess club" in view.tree.item("#" + group_id, "text")
+    assert not dialog.alive()
+
+    view.group_actions.set_read_only(True)
+    assert run_until(app.root, lambda: "read-only" in view.subtitle.get())
+    assert not disabled(view.input)
+    kim = others["kim"]
+    deadline = time.monotonic() + TIMEOUT
+    while not kim.group_info(group_id).read_only and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(ClientError) as refused:
+        kim.send_group_text(group_id, "may I post?", 5)
+    assert refused.value.code == "not_allowed"
+    assert view.group_actions.read_only.get()
+
+
+def test_member_deletes_own_message(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    view.input.insert("1.0", "typo in here")
+    view.send_message()
+    assert run_until(app.root, lambda: "typo in here" in shown_text(app))
+    kim = others["kim"]
+    received = wait_for_event(
+        kim.events,
+        lambda e: e.name == "message_received" and e.data["body"] == "typo in here",
+    )
+    message_id = received.data["message_id"]
+    assert run_until(app.root, lambda: view.model.states.get(message_id) == "sent")
+    entry = next(
+        item
+        for item in view.conversation.entries.values()
+        if item.body == "typo in here"
+    )
+    view.group_actions.confirm = lambda _title, _question: True
+    view.group_actions.delete_message(entry)
+    deleted = wait_for_event(kim.events, lambda e: e.name == "message_deleted")
+    assert deleted.data["message_id"] == message_id
+    assert run_until(app.root, lambda: "typo in here" not in shown_text(app))

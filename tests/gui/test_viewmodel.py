@@ -133,3 +133,120 @@ def test_connection_state_becomes_status_effect():
 
 def test_unknown_event_is_ignored():
     assert ChatModel("alice").apply(Event("prekeys_uploaded", {"count": 5})) == []
+
+
+GROUP_ID = "0123456789abcdef0123456789abcdef"
+GROUP = "#" + GROUP_ID
+
+
+def group_update(epoch, action="add", actor="teacher", target="sam", member=True):
+    return Event(
+        "group_updated",
+        {
+            "group_id": GROUP_ID,
+            "conversation": GROUP,
+            "epoch": epoch,
+            "action": action,
+            "actor": actor,
+            "target": target,
+            "text": f"{actor} {action} {target}",
+            "member": member,
+        },
+    )
+
+
+def test_group_message_counts_unread_on_group_row():
+    model = ChatModel("sam")
+    model.group(GROUP)
+    effects = model.apply(message("teacher", GROUP, 4))
+    assert model.groups[GROUP].unread == 1
+    assert "teacher" not in model.contacts
+    assert GROUP not in model.contacts
+    assert viewmodel.BELL in kinds(effects)
+    assert model.title() == "(1) EncTalk - sam"
+
+
+def test_group_message_for_unknown_group_requests_state():
+    model = ChatModel("sam")
+    effects = model.apply(message("teacher", GROUP, 4))
+    assert viewmodel.GROUP in kinds(effects)
+    assert GROUP in model.groups
+
+
+def test_group_update_in_open_group_appends_system_line():
+    model = ChatModel("sam")
+    model.open(GROUP)
+    effects = model.apply(group_update(2))
+    assert kinds(effects)[0] == viewmodel.APPEND
+    line = effects[0].data["entry"]
+    assert line.kind == "system"
+    assert line.message_id == f"group-op:{GROUP_ID}:2"
+    assert line.body == "teacher add sam"
+    assert viewmodel.GROUP in kinds(effects)
+
+
+def test_group_update_elsewhere_only_refreshes():
+    model = ChatModel("sam")
+    model.open("bob")
+    effects = model.apply(group_update(2))
+    assert viewmodel.APPEND not in kinds(effects)
+    assert viewmodel.GROUP in kinds(effects)
+    assert model.groups[GROUP].unread == 0
+
+
+def test_group_removal_ends_membership_with_reason():
+    model = ChatModel("sam")
+    row = model.group(GROUP)
+    row.role = "member"
+    row.muted = True
+    model.apply(group_update(5, action="remove", member=False))
+    assert row.role is None
+    assert not row.muted
+    assert row.left_reason == "teacher removed you from this group."
+
+
+def test_group_leave_reason_names_this_account():
+    model = ChatModel("sam")
+    model.group(GROUP).role = "member"
+    model.apply(group_update(5, action="leave", actor="sam", member=False))
+    assert model.groups[GROUP].left_reason == "You left this group."
+
+
+def test_message_deleted_only_in_open_conversation():
+    model = ChatModel("sam")
+    model.open(GROUP)
+    deleted = Event("message_deleted", {"conversation": GROUP, "message_id": "m1"})
+    effects = model.apply(deleted)
+    assert effects == [viewmodel.Effect(viewmodel.DELETED, {"message_id": "m1"})]
+    model.open("bob")
+    assert model.apply(deleted) == []
+
+
+def test_presence_change_reaches_member_list():
+    model = ChatModel("sam")
+    effects = model.apply(
+        Event("presence_changed", {"username": "kim", "online": True})
+    )
+    presence = [e for e in effects if e.kind == viewmodel.PRESENCE]
+    assert presence[0].data == {"username": "kim", "online": True}
+
+
+def test_groups_sort_members_first_then_activity():
+    model = ChatModel("sam")
+    old = model.group("#" + "a" * 32)
+    old.role, old.last_activity = "member", 10
+    new = model.group("#" + "b" * 32)
+    new.role, new.last_activity = "member", 20
+    left = model.group("#" + "c" * 32)
+    left.role, left.last_activity = None, 30
+    order = [row.group_id for row in model.sorted_groups()]
+    assert order == ["b" * 32, "a" * 32, "c" * 32]
+
+
+def test_opening_group_clears_its_unread():
+    model = ChatModel("sam")
+    model.apply(message("teacher", GROUP, 1))
+    model.apply(message("teacher", GROUP, 2))
+    model.open(GROUP)
+    assert model.groups[GROUP].unread == 0
+    assert model.current_group() is model.groups[GROUP]
