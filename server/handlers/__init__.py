@@ -14,7 +14,14 @@ import logging
 from collections.abc import Callable
 
 from enctalk.protocol import errors, make_error, make_reply
-from server.handlers import accounts, attachments, contacts, devices, messages
+from server.handlers import (
+    accounts,
+    attachments,
+    classes,
+    contacts,
+    devices,
+    messages,
+)
 from server.handlers.base import (
     HandlerError,
     OnlineUsers,
@@ -46,6 +53,8 @@ HANDLERS: dict[str, Handler] = {
     "remove_device": devices.remove_device,
     "add_contact": contacts.add_contact,
     "list_contacts": contacts.list_contacts,
+    "list_classes": classes.list_classes,
+    "class_members": classes.class_members,
     "send": messages.send,
     "sync": messages.sync,
     "ack": messages.ack,

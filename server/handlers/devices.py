@@ -125,6 +125,17 @@ def fetch_bundles(services: Services, request: Request) -> Outcome:
     user = services.store.user_by_name(username)
     if user is None:
         raise HandlerError(errors.USER_NOT_FOUND, f"There is no user {username}.")
+    if user.pending_setup:
+        logger.info(
+            "connection %d: no bundles for %s, which is waiting for setup",
+            request.conn_id,
+            username,
+        )
+        raise HandlerError(
+            errors.SETUP_REQUIRED,
+            f"{username} has not redeemed the setup code yet, so the account "
+            "has no keys.",
+        )
     bundles = services.store.take_bundles(
         user.id, session.device_id, services.active_since
     )
