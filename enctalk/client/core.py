@@ -82,7 +82,7 @@ STATE_FORMAT = 1
 RETRY_DELAY = 2.0
 # Text only; the protocol's payload limit (768 KiB) is far larger.
 MAX_TEXT_BYTES = 64 * 1024
-# The longest reset or setup code a redeem_reset request may carry.
+# Maximum length of the code in a redeem_reset request (the request schema's).
 MAX_CODE_LENGTH = 64
 
 # The vault document's entries that the client reads without a check.
@@ -195,7 +195,7 @@ class Contact:
 class ClassMember:
     """One account of a class list: username, display name, setup state.
 
-    ``pending`` is true while the account waits for its setup code; such an
+    ``pending`` is true while the account waits for its setup code. Such an
     account has no keys yet, so it cannot be added as a contact.
     """
 
@@ -688,7 +688,7 @@ class Client:
         device. Returns the canonical username. Raises ClientError
         ``invalid_reset_code`` for a wrong, used or expired code,
         ``weak_password``, or ``profile_invalid`` when the profile already
-        holds an account.
+        contains an account.
         """
         name = _username(username)
         check_new_password(new_password, name)

@@ -45,7 +45,7 @@ SETUP_HELP = (
 
 @dataclass(frozen=True)
 class LoginForm:
-    """What the user submitted: ``mode`` is LOGIN, REGISTER or SETUP.
+    """The submitted form. ``mode`` is LOGIN, REGISTER or SETUP.
 
     ``code`` is the setup code in SETUP mode, else "". ``password`` is the
     new password when registering or setting up.

@@ -115,9 +115,9 @@ def test_cli_class_lists_for_staff_only(server, tmp_path):
     assert unknown.returncode == 1
     assert "No account belongs to the class '9Z'" in unknown.stderr
 
-    refused = carl.run("classes")
-    assert refused.returncode == 1
-    assert "Only staff accounts may see the class lists." in refused.stderr
+    rejected = carl.run("classes")
+    assert rejected.returncode == 1
+    assert "Only staff accounts may see the class lists." in rejected.stderr
 
 
 def test_cli_staff_policy_limits_pupils_to_teachers(make_server, tmp_path):
@@ -133,9 +133,9 @@ def test_cli_staff_policy_limits_pupils_to_teachers(make_server, tmp_path):
         result = cli.run("redeem-setup", name, codes[name])
         assert result.returncode == 0, result.stderr
 
-    refused = ada.run("add-contact", "carl")
-    assert refused.returncode == 1
-    assert "only teachers" in refused.stderr
+    rejected = ada.run("add-contact", "carl")
+    assert rejected.returncode == 1
+    assert "only teachers" in rejected.stderr
     assert ada.run("add-contact", "msjones").returncode == 0
     sent = ada.run("send", "msjones", "may I ask a question?")
     assert sent.returncode == 0, sent.stderr

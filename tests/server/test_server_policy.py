@@ -106,9 +106,9 @@ def test_staff_policy_blocks_pupil_to_pupil_contact(
     staff_clients.with_device("other")
     assert _admin(staff_server.data_dir, "set-staff", "teacher") == 0
 
-    refused = pupil.request("add_contact", username="other")
-    assert refused["code"] == "not_allowed"
-    assert "only teachers" in refused["message"]
+    rejected = pupil.request("add_contact", username="other")
+    assert rejected["code"] == "not_allowed"
+    assert "only teachers" in rejected["message"]
 
     allowed = pupil.request("add_contact", username="teacher")
     assert allowed["type"] == "ok"
@@ -135,7 +135,7 @@ def test_staff_policy_blocks_send_between_existing_pupil_contacts(
     pupil = staff_clients.with_device("pupil")
     other = staff_clients.with_device("other")
     # Contacts made before the policy was switched on stay in the list,
-    # but messages between the two pupils are refused.
+    # but messages between the two pupils are rejected.
     store = Store.open_in(staff_server.data_dir)
     try:
         ids = {user.username: user.id for user, _, _ in store.list_users()}
@@ -143,9 +143,9 @@ def test_staff_policy_blocks_send_between_existing_pupil_contacts(
     finally:
         store.close()
 
-    refused = _send(pupil, "other", other.device_id)
-    assert refused["code"] == "not_allowed"
-    assert "other is not one" in refused["message"]
+    rejected = _send(pupil, "other", other.device_id)
+    assert rejected["code"] == "not_allowed"
+    assert "other is not one" in rejected["message"]
     assert [c["username"] for c in pupil.call("list_contacts")["contacts"]] == ["other"]
 
 
@@ -204,8 +204,8 @@ def test_class_lists_only_for_staff(
     ]
     assert teacher.call("class_members", group="9Z")["members"] == []
 
-    refused = pupil.request("class_members", group="7B")
-    assert refused["code"] == "not_allowed"
+    rejected = pupil.request("class_members", group="7B")
+    assert rejected["code"] == "not_allowed"
     assert pupil.request("list_classes")["code"] == "not_allowed"
     anonymous = clients.connect().request("list_classes")
     assert anonymous["code"] == "not_authenticated"

@@ -516,3 +516,36 @@ def test_set_staff_and_display_name_commands(
     assert _admin(server.data_dir, "set-display-name", "alice", "") == 1
     assert _admin(server.data_dir, "set-staff", "nobody") == 1
     assert "there is no user nobody" in capsys.readouterr().err
+
+
+def test_pending_username_cannot_be_registered(
+    server: Server, clients: Clients, tmp_path: Path
+) -> None:
+    roster = _write(tmp_path, HEADER + "ada,Ada,7B,\n")
+    assert _admin(server.data_dir, "import-users", str(roster)) == 0
+    reply = clients.connect().request(
+        "register",
+        username="ada",
+        auth_key=auth_key("ada"),
+        identity_key=identity_key(),
+        backup=b"backup",
+    )
+    assert reply["code"] == "username_taken"
+    assert _users(server.data_dir)["ada"].pending_setup is True
+
+
+def test_disabled_pending_account_cannot_redeem(
+    server: Server,
+    clients: Clients,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    roster = _write(tmp_path, HEADER + "ada,Ada,7B,\n")
+    assert _admin(server.data_dir, "import-users", str(roster)) == 0
+    code = _codes_by_user(capsys.readouterr().out)["ada"]
+    assert _admin(server.data_dir, "disable", "ada") == 0
+
+    reply = _redeem(clients.connect(), "ada", code)
+    assert reply["code"] == "account_disabled"
+    assert _admin(server.data_dir, "enable", "ada") == 0
+    assert _redeem(clients.connect(), "ada", code)["type"] == "ok"
