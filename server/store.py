@@ -160,7 +160,9 @@ CREATE INDEX IF NOT EXISTS messages_held ON messages(sender_user)
 # set one), staff marks teachers for the lab policy (server.policy), and
 # class_label is the roster's group ("7B", or "" for none). An account
 # with pending_setup = 1 has no auth hash, identity key or backup yet,
-# and its setup code waits in setup_codes until the pupil redeems it.
+# and its setup code waits in setup_codes until the pupil redeems it. The
+# codes are kept in plain text so that they can be printed again; the
+# server.admin docstring says why that is acceptable.
 _ROSTER_SCHEMA = """
 ALTER TABLE users ADD COLUMN display_name TEXT NOT NULL DEFAULT '';
 ALTER TABLE users ADD COLUMN staff INTEGER NOT NULL DEFAULT 0;
