@@ -56,6 +56,7 @@ _AUTH_CODES = frozenset(
         "invalid_reset_code",
         "rate_limited",
         "weak_password",
+        "setup_required",
     }
 )
 _UNREACHABLE_CODES = frozenset({"connection_failed", "timeout", "no_server"})
@@ -67,7 +68,7 @@ _FATAL_EVENT_CODES = frozenset({"save_failed"})
 _FRIENDLY_MESSAGES = {
     "invalid_credentials": "Wrong username or password.",
     "username_taken": "That username is already taken; choose another.",
-    "invalid_reset_code": "The reset code is invalid, used or expired.",
+    "invalid_reset_code": "The code is invalid, used or expired.",
 }
 
 DEFAULT_TIMEOUT = 15.0
@@ -94,11 +95,11 @@ _EPILOG = """\
 The password comes from ENCTALK_PASSWORD, from the first line of standard
 input with --password-stdin, or from a prompt. passwd reads the new password
 from ENCTALK_NEW_PASSWORD, the second input line, or a prompt (twice);
-redeem-reset reads the new password the same way as the password, and an
-optional old password (to keep the identity key) from ENCTALK_OLD_PASSWORD
-or the second input line. Every command after register or login reuses the
-saved session, but unlocking the profile's encrypted data needs the password
-on each run.
+redeem-reset and redeem-setup read the new password the same way as the
+password; redeem-reset also reads an optional old password (to keep the
+identity key) from ENCTALK_OLD_PASSWORD or the second input line. Every
+command after register or login reuses the saved session, but unlocking the
+profile's encrypted data needs the password on each run.
 
 exit codes:
   0  success
@@ -254,8 +255,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="without the old password, move this account's history and unsent "
         "messages aside (kept as *.old-DATE files) and make a new identity key",
     )
+    setup = add(
+        "redeem-setup",
+        "set up an account your teacher created, with its setup code, and "
+        "choose a password",
+    )
+    setup.add_argument("username")
+    setup.add_argument("code", help="the setup code, such as ABCD-EFGH-JKMN-PQRS")
     add("add-contact", "add a contact (mutual)").add_argument("user")
     add("contacts", "list contacts with presence and verification")
+    add("classes", "list the class labels of the server's accounts (staff only)")
+    add(
+        "class-members",
+        "list the accounts of one class (staff only)",
+    ).add_argument("label", metavar="LABEL", help="the class label, such as 7B")
     send = add("send", "send a text message and wait for the server's ack")
     send.add_argument("user")
     send.add_argument(
@@ -634,6 +647,15 @@ class _Runner:
             )
         return EXIT_OK
 
+    def cmd_redeem_setup(self) -> int:
+        new = self.passwords.new("ENCTALK_PASSWORD", self.args.username)
+        name = self.client.redeem_setup(self.args.username, self.args.code, new)
+        self.say(
+            f"Account {name} is set up on device {self.client.device_id}; log in "
+            "with your new password from now on."
+        )
+        return EXIT_OK
+
     def _old_password_or_discard(self) -> str | None:
         """Prompt for the old password on a terminal; None means discard."""
         if self.passwords.stdin.isatty():
@@ -685,7 +707,36 @@ class _Runner:
         for contact in contacts:
             presence = "online" if contact.online else "offline"
             verified = "verified" if contact.verified else "not verified"
-            self.say(f"{printable(contact.username)}\t{presence}\t{verified}")
+            self.say(
+                f"{printable(contact.username)}\t{presence}\t{verified}\t"
+                f"{printable(contact.shown_name)}"
+            )
+        return EXIT_OK
+
+    def cmd_classes(self) -> int:
+        self.online()
+        labels = self.client.list_classes()
+        if not labels:
+            self.say("No account belongs to a class yet.")
+        for label in labels:
+            self.say(printable(label))
+        return EXIT_OK
+
+    def cmd_class_members(self) -> int:
+        self.online()
+        members = self.client.class_members(self.args.label)
+        if not members:
+            raise _CommandError(
+                f"No account belongs to the class {self.args.label!r}; the "
+                "classes command lists the classes.",
+                EXIT_ERROR,
+            )
+        for member in members:
+            state = "waiting for setup" if member.pending else "set up"
+            self.say(
+                f"{printable(member.username)}\t{printable(member.display_name)}"
+                f"\t{state}"
+            )
         return EXIT_OK
 
     def cmd_send(self) -> int:

@@ -32,6 +32,8 @@ MIN_BCRYPT_COST = 4
 MAX_BCRYPT_COST = 31
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DISCOVERY_MODES = ("auto", "on", "off")
+# Values of the lab policy settings (server.policy).
+POLICY_CHOICES = ("everyone", "staff")
 
 
 class ConfigError(ValueError):
@@ -229,6 +231,28 @@ class ServerConfig:
             "seconds between checks that live sessions are not revoked or disabled"
         ),
     )
+    setup_code_days: float = field(
+        default=30.0,
+        metadata=_help(
+            "days a setup code printed by admin import-users stays valid; "
+            "after that, issue a new one with import-users --new-codes"
+        ),
+    )
+    group_creators: str = field(
+        default="everyone",
+        metadata=_help(
+            "who may create group chats: everyone, or staff (only accounts "
+            "marked as staff)"
+        ),
+    )
+    direct_messages: str = field(
+        default="everyone",
+        metadata=_help(
+            "who may message whom directly: everyone, or staff (an account "
+            "that is not staff may add and message only staff accounts; staff "
+            "may message anyone)"
+        ),
+    )
     discovery: str = field(
         default="auto",
         metadata=_help(
@@ -302,6 +326,14 @@ class ServerConfig:
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, "
                 f"not {self.log_level!r}"
             )
+        _check_positive("setup_code_days", self.setup_code_days)
+        _check_range("setup_code_days", self.setup_code_days, 0, 3650)
+        for name in ("group_creators", "direct_messages"):
+            value = getattr(self, name)
+            if value not in POLICY_CHOICES:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(POLICY_CHOICES)}, not {value!r}"
+                )
         if self.discovery not in DISCOVERY_MODES:
             raise ConfigError(
                 f"discovery must be one of {', '.join(DISCOVERY_MODES)}, "

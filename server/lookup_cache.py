@@ -1,6 +1,7 @@
 """State the commit writer keeps between batches, to save statements.
 
-A ``send`` looks up the recipient by name, checks the contact pair and
+A ``send`` looks up the recipient by name (and the sender too, under the
+lab policy ``direct_messages = "staff"``), checks the contact pair and
 lists both users' active devices. These rows change rarely, and only
 through other connections: the workers (registration, devices, logins)
 and the admin command. SQLite's ``PRAGMA data_version`` changes whenever

@@ -23,6 +23,7 @@ from server.backup import BackupError, create_backup, restore_backup
 from server.certs import CertificateError
 from server.config import (
     LOG_LEVELS,
+    POLICY_CHOICES,
     ConfigError,
     ServerConfig,
     build_config,
@@ -52,6 +53,8 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         if config_field.name == "log_level":
             options["choices"] = LOG_LEVELS
             options["type"] = str.upper
+        if config_field.name in ("group_creators", "direct_messages"):
+            options["choices"] = POLICY_CHOICES
         parser.add_argument(flag, **options)
 
 
@@ -93,12 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     actions.add_parser("list-users", help="list accounts with their devices and flags")
     for name, help_text in (
-        ("reset-password", "print a one-time reset code and end the user's sessions"),
+        (
+            "reset-password",
+            "print a one-time reset code and end the user's sessions (for an "
+            "account waiting for setup: a new setup code)",
+        ),
         ("disable", "block logins and end the user's live connections"),
         ("enable", "allow logins again"),
+        ("set-staff", "mark the user as staff (a teacher) for the lab policy"),
+        ("unset-staff", "remove the user's staff mark"),
     ):
         action = actions.add_parser(name, help=help_text)
         action.add_argument("username", metavar="USER")
+    display_name = actions.add_parser(
+        "set-display-name", help="set the name shown to the user's contacts"
+    )
+    display_name.add_argument("username", metavar="USER")
+    display_name.add_argument(
+        "display_name", metavar="NAME", help="1 to 64 characters, no control characters"
+    )
+    _add_roster_actions(actions)
     backup = actions.add_parser(
         "backup",
         help="copy the database (online), certificate, key and attachments to DEST",
@@ -116,6 +133,41 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of stopping",
     )
     return parser
+
+
+def _add_roster_actions(actions: Any) -> None:
+    roster = actions.add_parser(
+        "import-users",
+        help="create accounts waiting for setup from a CSV roster, and print "
+        "their setup codes",
+        description="Create an account waiting for setup for each row of a CSV "
+        "file with a header row: username, display_name, and optionally group "
+        "(a class label such as 7B) and role (staff or pupil, default pupil). "
+        "Every row is checked first; if any is invalid, nothing is imported. "
+        "Rows of accounts that are already waiting for setup keep their codes "
+        "unless --new-codes is given.",
+    )
+    roster.add_argument("roster", type=Path, metavar="FILE.csv")
+    roster.add_argument(
+        "--new-codes",
+        action="store_true",
+        help="give the listed accounts that are already waiting for setup new "
+        "codes; their previous codes stop working",
+    )
+    export = actions.add_parser(
+        "export-codes",
+        help="print the setup codes of accounts waiting for setup as a sheet "
+        "to hand out",
+    )
+    export.add_argument(
+        "--group", metavar="LABEL", help="only the accounts of this group (class)"
+    )
+    export.add_argument(
+        "--server",
+        metavar="HOST[:PORT]",
+        help="server address to print on the sheet (default: the configured "
+        "host and port, unless the server listens on all interfaces)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "admin" and args.admin_command in ("backup", "restore"):
         return run_backup_command(args, config.resolved_data_dir())
     if args.command == "admin":
-        return run_admin(
-            args.admin_command,
-            getattr(args, "username", None),
-            config.resolved_data_dir(),
-        )
+        return run_admin(args, config)
     try:
         return _serve(config)
     except KeyboardInterrupt:

@@ -35,11 +35,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from server.lookup_cache import LookupCache
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 DATABASE_FILE_NAME = "enctalk.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 # The server stores at most this many one-time prekeys per device. Extra
@@ -156,7 +156,29 @@ _HELD_INDEX_SCHEMA = """
 CREATE INDEX IF NOT EXISTS messages_held ON messages(sender_user)
     WHERE payload IS NOT NULL;
 """
-# Version 4 adds groups. A group's current state (name, epoch, roles,
+# Version 4 adds accounts created from a class roster. display_name is
+# what people see (the username unless the roster or an administrator
+# set one), staff marks teachers for the lab policy (server.policy), and
+# class_label is the roster's group ("7B", or "" for none). An account
+# with pending_setup = 1 has no auth hash, identity key or backup yet,
+# and its setup code waits in setup_codes until the pupil redeems it. The
+# codes are kept in plain text so that they can be printed again; the
+# server.admin docstring says why that is acceptable.
+_ROSTER_SCHEMA = """
+ALTER TABLE users ADD COLUMN display_name TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN staff INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN class_label TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN pending_setup INTEGER NOT NULL DEFAULT 0;
+UPDATE users SET display_name = username WHERE display_name = '';
+CREATE INDEX users_by_class ON users(class_label) WHERE class_label != '';
+CREATE TABLE setup_codes (
+    user_id INTEGER PRIMARY KEY REFERENCES users(id),
+    code TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL
+);
+"""
+# Version 5 adds groups. A group's current state (name, epoch, roles,
 # mutes) is kept in tables so that a send checks it with a few lookups;
 # its signed operation log is kept whole, for clients that verify it.
 # A message row's kind is "direct", "group" (recipient is then the
@@ -196,7 +218,8 @@ _UPGRADES = {
     0: _SCHEMA,
     1: _ATTACHMENT_SCHEMA,
     2: _HELD_INDEX_SCHEMA,
-    3: _GROUP_SCHEMA,
+    3: _ROSTER_SCHEMA,
+    4: _GROUP_SCHEMA,
 }
 
 
@@ -219,6 +242,13 @@ class TransactionLost(Exception):
 
 @dataclass(frozen=True)
 class User:
+    """One account row.
+
+    An account imported from a roster starts with ``pending_setup`` true
+    and empty ``auth_hash``, ``identity_key`` and ``backup`` until its
+    setup code is redeemed. ``class_label`` is "" for no class.
+    """
+
     id: int
     username: str
     auth_hash: bytes
@@ -227,6 +257,44 @@ class User:
     backup_stale: bool
     disabled: bool
     created: int
+    display_name: str
+    staff: bool
+    class_label: str
+    pending_setup: bool
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    """One account to create or update by a roster import.
+
+    ``code`` is the new setup code, or None to keep the stored one of an
+    account that is already pending.
+    """
+
+    username: str
+    display_name: str
+    class_label: str
+    staff: bool
+    code: str | None
+
+
+@dataclass(frozen=True)
+class SetupCode:
+    """The setup code of a pending account, stored until it is redeemed."""
+
+    user: User
+    code: str
+    created: int
+    expires: int
+
+
+class ContactRow(NamedTuple):
+    """One contact of a user, as :meth:`Store.contacts` returns it."""
+
+    user_id: int
+    username: str
+    identity_key: bytes
+    display_name: str
 
 
 @dataclass(frozen=True)
@@ -288,7 +356,13 @@ class GroupRow:
 
 # Interpolated into queries below; a constant, never user input.
 _USER_COLUMNS = (
-    "id, username, auth_hash, identity_key, backup, backup_stale, disabled, created"
+    "id, username, auth_hash, identity_key, backup, backup_stale, disabled, created,"
+    " display_name, staff, class_label, pending_setup"
+)
+_USER_COLUMN_COUNT = 12
+# The same columns of a users table joined as "u".
+_PREFIXED_USER_COLUMNS = ", ".join(
+    "u." + column.strip() for column in _USER_COLUMNS.split(",")
 )
 
 _QUEUE_SELECT = """
@@ -314,6 +388,10 @@ def _user(row: Any) -> User | None:
         backup_stale=bool(row[5]),
         disabled=bool(row[6]),
         created=row[7],
+        display_name=row[8] or row[1],
+        staff=bool(row[9]),
+        class_label=row[10],
+        pending_setup=bool(row[11]),
     )
 
 
@@ -555,7 +633,7 @@ class Store:
         for row in rows:
             user = _user(row)
             assert user is not None
-            result.append((user, row[8], row[9]))
+            result.append((user, row[_USER_COLUMN_COUNT], row[_USER_COLUMN_COUNT + 1]))
         return result
 
     def create_user(
@@ -573,8 +651,8 @@ class Store:
             try:
                 cursor = db.execute(
                     "INSERT INTO users (username, auth_hash, identity_key, backup,"
-                    " created) VALUES (?, ?, ?, ?, ?)",
-                    (username, auth_hash, identity_key, backup, now),
+                    " created, display_name) VALUES (?, ?, ?, ?, ?, ?)",
+                    (username, auth_hash, identity_key, backup, now, username),
                 )
             except sqlite3.IntegrityError as exc:
                 raise UsernameTaken(username) from exc
@@ -701,6 +779,218 @@ class Store:
             db.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
             self._insert_session(db, token_hash, user_id, None, now)
         return True, removed
+
+    # Accounts from a roster
+
+    def users_by_names(self, usernames: Iterable[str]) -> dict[str, User]:
+        """Return the existing users among ``usernames``, keyed by username."""
+        found: dict[str, User] = {}
+        names = sorted(set(usernames))
+        for start in range(0, len(names), MAX_BOUND_VALUES):
+            chunk = names[start : start + MAX_BOUND_VALUES]
+            marks = ",".join("?" * len(chunk))
+            # Only the column list and "?" placeholders are interpolated.
+            query = (
+                f"SELECT {_USER_COLUMNS} FROM users"  # noqa: S608
+                f" WHERE username IN ({marks})"
+            )
+            for row in self.db.execute(query, chunk):
+                user = _user(row)
+                assert user is not None
+                found[user.username] = user
+        return found
+
+    def import_users(self, entries: list[RosterEntry], expires: int, now: int) -> None:
+        """Create pending accounts and update pending ones, all in one transaction.
+
+        A new account gets no auth hash, identity key or backup, and its
+        entry's setup code. An account that is already pending gets the
+        entry's display name, class and staff flag, and its setup code is
+        replaced only when the entry has one. Raises :class:`UsernameTaken`,
+        and changes nothing, when an entry names an account that is not
+        pending.
+        """
+        self._forget_lookups()
+        with self.transaction() as db:
+            for entry in entries:
+                row = db.execute(
+                    "SELECT id, pending_setup FROM users WHERE username = ?",
+                    (entry.username,),
+                ).fetchone()
+                if row is not None and not row[1]:
+                    raise UsernameTaken(entry.username)
+                if row is None:
+                    user_id = self._insert_pending_user(db, entry, now)
+                else:
+                    user_id = row[0]
+                    db.execute(
+                        "UPDATE users SET display_name = ?, class_label = ?,"
+                        " staff = ? WHERE id = ?",
+                        (
+                            entry.display_name,
+                            entry.class_label,
+                            int(entry.staff),
+                            user_id,
+                        ),
+                    )
+                if entry.code is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO setup_codes"
+                        " (user_id, code, created, expires) VALUES (?, ?, ?, ?)",
+                        (user_id, entry.code, now, expires),
+                    )
+
+    @staticmethod
+    def _insert_pending_user(
+        db: sqlite3.Connection, entry: RosterEntry, now: int
+    ) -> int:
+        # Empty auth hash, identity key and backup: no auth key matches the
+        # hash, and the handlers treat the account as not set up.
+        cursor = db.execute(
+            "INSERT INTO users (username, auth_hash, identity_key, backup, created,"
+            " display_name, staff, class_label, pending_setup)"
+            " VALUES (?, x'', x'', x'', ?, ?, ?, ?, 1)",
+            (
+                entry.username,
+                now,
+                entry.display_name,
+                int(entry.staff),
+                entry.class_label,
+            ),
+        )
+        user_id = cursor.lastrowid
+        assert user_id is not None
+        return user_id
+
+    def setup_codes(self, class_label: str | None = None) -> list[SetupCode]:
+        """Return the setup codes of pending accounts, of one class or of all.
+
+        Sorted by class label, then display name, so a printed sheet
+        follows the class lists.
+        """
+        query = (
+            f"SELECT {_PREFIXED_USER_COLUMNS},"  # noqa: S608
+            " c.code, c.created, c.expires FROM setup_codes c"
+            " JOIN users u ON u.id = c.user_id WHERE u.pending_setup = 1"
+        )
+        values: tuple[str, ...] = ()
+        if class_label is not None:
+            query += " AND u.class_label = ?"
+            values = (class_label,)
+        query += " ORDER BY u.class_label, u.display_name COLLATE NOCASE, u.username"
+        result = []
+        for row in self.db.execute(query, values):
+            user = _user(row)
+            assert user is not None
+            count = _USER_COLUMN_COUNT
+            result.append(SetupCode(user, row[count], row[count + 1], row[count + 2]))
+        return result
+
+    def setup_code(self, user_id: int) -> tuple[str, int] | None:
+        """Return ``(code, expires)`` of a pending account's setup code."""
+        row = self.db.execute(
+            "SELECT c.code, c.expires FROM setup_codes c"
+            " JOIN users u ON u.id = c.user_id"
+            " WHERE c.user_id = ? AND u.pending_setup = 1",
+            (user_id,),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def replace_setup_code(
+        self, username: str, code: str, expires: int, now: int
+    ) -> bool:
+        """Give a pending account a new setup code; False if it is not pending."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id FROM users WHERE username = ? AND pending_setup = 1",
+                (username,),
+            ).fetchone()
+            if row is None:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO setup_codes (user_id, code, created, expires)"
+                " VALUES (?, ?, ?, ?)",
+                (row[0], code, now, expires),
+            )
+        return True
+
+    def redeem_setup(
+        self,
+        user_id: int,
+        code: str,
+        auth_hash: bytes,
+        identity_key: bytes,
+        backup: bytes,
+        token_hash: bytes,
+        now: int,
+    ) -> bool:
+        """Finish a pending account if ``code`` is still its unexpired setup code.
+
+        Sets the auth hash, identity key and backup, deletes the code and
+        opens the first session. Returns False, changing nothing, when the
+        account is no longer pending or the code was replaced or expired.
+        """
+        self._forget_lookups()
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT c.code, c.expires FROM setup_codes c"
+                " JOIN users u ON u.id = c.user_id"
+                " WHERE c.user_id = ? AND u.pending_setup = 1",
+                (user_id,),
+            ).fetchone()
+            if row is None or row[0] != code or row[1] < now:
+                return False
+            db.execute(
+                "UPDATE users SET auth_hash = ?, identity_key = ?, backup = ?,"
+                " backup_stale = 0, pending_setup = 0 WHERE id = ?",
+                (auth_hash, identity_key, backup, user_id),
+            )
+            db.execute("DELETE FROM setup_codes WHERE user_id = ?", (user_id,))
+            db.execute("DELETE FROM reset_codes WHERE user_id = ?", (user_id,))
+            self._insert_session(db, token_hash, user_id, None, now)
+        return True
+
+    def set_staff(self, username: str, staff: bool) -> bool:
+        """Set the staff flag; return False if there is no such user."""
+        self._forget_lookups()
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE users SET staff = ? WHERE username = ?",
+                (int(staff), username),
+            )
+        return cursor.rowcount == 1
+
+    def set_display_name(self, username: str, display_name: str) -> bool:
+        """Set the display name; return False if there is no such user."""
+        self._forget_lookups()
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE users SET display_name = ? WHERE username = ?",
+                (display_name, username),
+            )
+        return cursor.rowcount == 1
+
+    def class_labels(self) -> list[str]:
+        """Return every class label that at least one account has, sorted."""
+        rows = self.db.execute(
+            "SELECT DISTINCT class_label FROM users WHERE class_label != ''"
+            " ORDER BY class_label"
+        ).fetchall()
+        return [row[0] for row in rows]
+
+    def class_members(self, class_label: str) -> list[User]:
+        """Return the accounts of one class, sorted by display name."""
+        rows = self.db.execute(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE class_label = ?"  # noqa: S608
+            " ORDER BY display_name COLLATE NOCASE, username",
+            (class_label,),
+        ).fetchall()
+        members = []
+        for row in rows:
+            user = _user(row)
+            assert user is not None
+            members.append(user)
+        return members
 
     # Login throttling
 
@@ -1016,15 +1306,17 @@ class Store:
             )
         return cursor.rowcount == 1
 
-    def contacts(self, user_id: int) -> list[tuple[int, str, bytes]]:
-        """Return ``(user_id, username, identity_key)`` of each contact."""
+    def contacts(self, user_id: int) -> list[ContactRow]:
+        """Return each contact of a user, sorted by username."""
         rows = self.db.execute(
-            "SELECT u.id, u.username, u.identity_key FROM contacts c"
+            "SELECT u.id, u.username, u.identity_key, u.display_name FROM contacts c"
             " JOIN users u ON u.id = c.contact_id WHERE c.user_id = ?"
             " ORDER BY u.username",
             (user_id,),
         ).fetchall()
-        return [(row[0], row[1], bytes(row[2])) for row in rows]
+        return [
+            ContactRow(row[0], row[1], bytes(row[2]), row[3] or row[1]) for row in rows
+        ]
 
     def is_contact(self, user_id: int, contact_id: int) -> bool:
         cache = self._batch_lookups()

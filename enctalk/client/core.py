@@ -85,6 +85,8 @@ STATE_FORMAT = 1
 RETRY_DELAY = 2.0
 # Text only; the protocol's payload limit (768 KiB) is far larger.
 MAX_TEXT_BYTES = 64 * 1024
+# Maximum length of the code in a redeem_reset request (the request schema's).
+MAX_CODE_LENGTH = 64
 
 # The vault document's entries that the client reads without a check.
 _STATE_TYPES: dict[str, type] = {
@@ -156,6 +158,23 @@ def _group_id(raw: str) -> str:
     return text
 
 
+def _setup_code(raw: str) -> str:
+    """Return a setup code as typed, without spaces; raise for an impossible one.
+
+    The server ignores separators and case. A code that the request schema
+    would reject (empty, over 64 characters, control characters) raises
+    ``invalid_reset_code`` here instead of ending the connection.
+    """
+    code = "".join(raw.split())
+    if not code or len(code) > MAX_CODE_LENGTH or not code.isprintable():
+        raise ClientError(
+            "invalid_reset_code",
+            "The setup code is missing or malformed; type it as printed, "
+            "for example ABCD-EFGH-JKMN-PQRS.",
+        )
+    return code
+
+
 def _default_device_name() -> str:
     try:
         return socket.gethostname()[:64] or "computer"
@@ -181,7 +200,9 @@ class Contact:
     """A contact as the client knows it: presence, pinned AIK and whether verified.
 
     ``newly_added`` is true only for the result of an ``add_contact`` call
-    that made the user a contact.
+    that made the user a contact. ``display_name`` is the name the server
+    sends (set by the administrator), or "" from a server without display
+    names; :attr:`shown_name` falls back to the username.
     """
 
     username: str
@@ -189,6 +210,25 @@ class Contact:
     verified: bool
     identity_fingerprint: str
     newly_added: bool = False
+    display_name: str = ""
+
+    @property
+    def shown_name(self) -> str:
+        """Return the display name, or the username when there is none."""
+        return self.display_name or self.username
+
+
+@dataclass(frozen=True)
+class ClassMember:
+    """One account of a class list: username, display name, setup state.
+
+    ``pending`` is true while the account waits for its setup code. Such an
+    account has no keys yet, so it cannot be added as a contact.
+    """
+
+    username: str
+    display_name: str
+    pending: bool
 
 
 class Client:
@@ -667,6 +707,25 @@ class Client:
         self._tasks.put(("authenticated",))
         return kept
 
+    def redeem_setup(self, username: str, code: str, new_password: str) -> str:
+        """Set up an account that an administrator imported from a class roster.
+
+        Redeems the one-time setup code through ``redeem_reset``, sets
+        ``new_password``, makes the account identity key and registers this
+        device. Returns the canonical username. Raises ClientError
+        ``invalid_reset_code`` for a wrong, used or expired code,
+        ``weak_password``, or ``profile_invalid`` when the profile already
+        contains an account.
+        """
+        name = _username(username)
+        check_new_password(new_password, name)
+        code = _setup_code(code)
+        with self._lock:
+            self._check_profile_free(name)
+            self.redeem_reset(name, code, new_password)
+        logger.info("set up account %s, device %s", name, self.device_id)
+        return name
+
     # Public API: contacts and devices.
 
     def add_contact(self, username: str) -> Contact:
@@ -682,11 +741,13 @@ class Client:
                 if item["username"] == name:
                     self._check_identity(name, item["identity_key"])
                     self._save()
-                    return self._contact(name, item["online"])
+                    return self._contact(name, item["online"], item["display_name"])
             reply = self._request("add_contact", username=name)
             self._check_identity(reply["username"], reply["identity_key"])
             self._save()
-            contact = self._contact(reply["username"], reply["online"])
+            contact = self._contact(
+                reply["username"], reply["online"], reply["display_name"]
+            )
             return replace(contact, newly_added=True)
 
     def contacts(self) -> list[Contact]:
@@ -697,9 +758,36 @@ class Client:
             result = []
             for item in reply["contacts"]:
                 self._check_identity(item["username"], item["identity_key"])
-                result.append(self._contact(item["username"], item["online"]))
+                result.append(
+                    self._contact(
+                        item["username"], item["online"], item["display_name"]
+                    )
+                )
             self._save()
             return result
+
+    def list_classes(self) -> list[str]:
+        """Return the class labels of the server's accounts, sorted.
+
+        Only staff accounts may ask; others get ClientError ``not_allowed``.
+        """
+        self.wait_ready()
+        with self._lock:
+            return [str(label) for label in self._request("list_classes")["classes"]]
+
+    def class_members(self, label: str) -> list[ClassMember]:
+        """Return the accounts of the class ``label``, sorted by display name.
+
+        An unknown label gives an empty list. Only staff accounts may ask;
+        others get ClientError ``not_allowed``.
+        """
+        self.wait_ready()
+        with self._lock:
+            reply = self._request("class_members", group=label)
+        return [
+            ClassMember(item["username"], item["display_name"], item["pending"])
+            for item in reply["members"]
+        ]
 
     def devices(self) -> list[dict[str, Any]]:
         """Return the account's devices: device_id, name, created, last_seen,
@@ -1325,7 +1413,9 @@ class Client:
             new_fingerprint=new_fp,
         )
 
-    def _contact(self, name: str, online: bool) -> Contact:
+    def _contact(
+        self, name: str, online: bool, display_name: str | None = None
+    ) -> Contact:
         state = self._require_state()
         contact = state["contacts"].get(name, {})
         key = _unb64(contact["identity_key"]) if contact else b""
@@ -1334,6 +1424,7 @@ class Client:
             online=online,
             verified=bool(contact.get("verified")),
             identity_fingerprint=_key_fingerprint(key) if key else "",
+            display_name=display_name or "",
         )
 
     # Network helpers.

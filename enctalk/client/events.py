@@ -16,7 +16,8 @@ Each event has a ``name`` and a dict of JSON-safe ``data``:
 - ``delivery_updated``: message_id, conversation, state (``sending``,
   ``sent``, ``delivered``, ``failed``), and ``error`` when failed.
 - ``presence_changed``: username, online.
-- ``contact_added``: username, online.
+- ``contact_added``: username, online, display_name (the username when
+  the server sends none).
 - ``identity_changed``: username, old_fingerprint, new_fingerprint.
 - ``connection_state``: state (``connecting``, ``connected``,
   ``reconnecting``, ``offline``), ``retry_in`` seconds and ``error`` when

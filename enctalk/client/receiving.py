@@ -107,7 +107,10 @@ def handle_push(client: Client, kind: str, fields: dict[str, Any]) -> None:
                 client._check_identity(fields["username"], fields["identity_key"])
                 client._save()
         client._emit(
-            CONTACT_ADDED, username=fields["username"], online=fields["online"]
+            CONTACT_ADDED,
+            username=fields["username"],
+            online=fields["online"],
+            display_name=fields["display_name"] or fields["username"],
         )
     elif kind == "prekeys_low":
         client._emit(PREKEYS_LOW, remaining=fields["remaining"])

@@ -24,6 +24,11 @@ INVALID_SESSION = "invalid_session"
 ACCOUNT_DISABLED = "account_disabled"
 INVALID_RESET_CODE = "invalid_reset_code"
 RATE_LIMITED = "rate_limited"
+# The account (the caller's at login, or the one named) was imported from a
+# roster and its setup code is not redeemed yet.
+SETUP_REQUIRED = "setup_required"
+# The lab policy of the server forbids the request for this account.
+NOT_ALLOWED = "not_allowed"
 
 # Devices, contacts and messages
 NO_DEVICE = "no_device"
@@ -67,6 +72,8 @@ ERROR_CODES = frozenset(
         ACCOUNT_DISABLED,
         INVALID_RESET_CODE,
         RATE_LIMITED,
+        SETUP_REQUIRED,
+        NOT_ALLOWED,
         NO_DEVICE,
         DEVICE_NOT_FOUND,
         USER_NOT_FOUND,

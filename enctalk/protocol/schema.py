@@ -41,6 +41,12 @@ MAX_PREKEYS_PER_FRAME = 200
 MAX_DEVICES = 1000
 MAX_CONTACTS = 10000
 MAX_NAME_LENGTH = 64
+MAX_DISPLAY_NAME_LENGTH = 64
+MAX_CLASS_LABEL_LENGTH = 32
+# A class_members reply lists at most this many accounts, and a
+# list_classes reply this many labels; both fit the default 1 MiB frame.
+MAX_CLASS_MEMBERS = 2000
+MAX_CLASSES = 1000
 MAX_TEXT_LENGTH = 1000
 # One attachment chunk: its base64 (about 683 KiB) fits the default 1 MiB frame.
 MAX_CHUNK_SIZE = 512 * 1024
@@ -254,6 +260,8 @@ ATTACHMENT_ID = Text(
     max_length=ATTACHMENT_ID_LENGTH, min_length=ATTACHMENT_ID_LENGTH, pattern=_HEX_ID
 )
 ATTACHMENT_SIZE = Integer(1, MAX_INT)
+DISPLAY_NAME = Text(MAX_DISPLAY_NAME_LENGTH, 1)
+CLASS_LABEL = Text(MAX_CLASS_LABEL_LENGTH, 1)
 CHUNK = Binary(1, MAX_CHUNK_SIZE)
 GROUP_ID = Text(max_length=GROUP_ID_LENGTH, min_length=GROUP_ID_LENGTH, pattern=_HEX_ID)
 # A group conversation is named "#" + group id, which no username can be.
@@ -329,6 +337,8 @@ REQUESTS: dict[str, dict[str, Field]] = {
     "remove_device": {"device_id": DEVICE_ID},
     "add_contact": {"username": USERNAME},
     "list_contacts": {},
+    "list_classes": {},
+    "class_members": {"group": CLASS_LABEL},
     "send": {
         "message_id": MESSAGE_ID,
         "to": USERNAME,
@@ -388,7 +398,17 @@ DEVICE_INFO = Object(
         "current": Boolean(),
     }
 )
-CONTACT = Object({"username": USERNAME, "online": Boolean(), "identity_key": KEY})
+# display_name is optional so that replies of servers before it validate.
+CONTACT_FIELDS: dict[str, Field] = {
+    "username": USERNAME,
+    "online": Boolean(),
+    "identity_key": KEY,
+    "display_name": Optional(DISPLAY_NAME),
+}
+CONTACT = Object(CONTACT_FIELDS)
+CLASS_MEMBER = Object(
+    {"username": USERNAME, "display_name": DISPLAY_NAME, "pending": Boolean()}
+)
 LOGGED_GROUP_OP = Object(
     {"op": GROUP_OP, "server_seq": SEQUENCE, "server_time": TIMESTAMP_MS}
 )
@@ -442,8 +462,13 @@ REPLIES: dict[str, dict[str, Field]] = {
     },
     "list_devices": {"devices": ListOf(DEVICE_INFO, MAX_DEVICES)},
     "remove_device": {},
-    "add_contact": {"username": USERNAME, "online": Boolean(), "identity_key": KEY},
+    "add_contact": dict(CONTACT_FIELDS),
     "list_contacts": {"contacts": ListOf(CONTACT, MAX_CONTACTS)},
+    "list_classes": {"classes": ListOf(CLASS_LABEL, MAX_CLASSES)},
+    "class_members": {
+        "group": CLASS_LABEL,
+        "members": ListOf(CLASS_MEMBER, MAX_CLASS_MEMBERS),
+    },
     "send": {
         "message_id": MESSAGE_ID,
         "server_seq": SEQUENCE,
@@ -526,7 +551,7 @@ PUSHES: dict[str, dict[str, Field]] = {
         "device_id": DEVICE_ID,
     },
     "presence": {"username": USERNAME, "online": Boolean()},
-    "contact_added": {"username": USERNAME, "online": Boolean(), "identity_key": KEY},
+    "contact_added": dict(CONTACT_FIELDS),
     "prekeys_low": {"remaining": Integer(0, 2**31 - 1)},
     "session_revoked": {"reason": Text(MAX_TEXT_LENGTH)},
 }

@@ -39,7 +39,7 @@ from enctalk.protocol.announcement import DEFAULT_DISCOVERY_PORT
 from enctalk.ui import theme
 from enctalk.ui.about_dialog import add_help_menu
 from enctalk.ui.formatting import certificate_fingerprints, friendly_error
-from enctalk.ui.login import LoginView
+from enctalk.ui.login import REGISTER, SETUP, LoginForm, LoginView
 from enctalk.ui.main_window import MainWindow, latest_activity
 from enctalk.ui.trust_dialog import CertificateChangedDialog, FirstConnectionDialog
 from enctalk.ui.worker import Outcome, Worker
@@ -197,8 +197,11 @@ class App:
                 f"Cannot search this network for servers: {error.strerror or error}."
             )
 
-    def login(self, server: str, username: str, password: str, register: bool) -> None:
-        """Log in or register on the worker; called by the login view."""
+    def login(self, form: LoginForm) -> None:
+        """Log in, register or redeem a setup code on the worker.
+
+        Called by the login view.
+        """
         old = self.client
         self.client = None
         if old is not None:
@@ -207,23 +210,25 @@ class App:
         def work() -> tuple[Client, str]:
             client = Client(
                 self.profile_dir,
-                server=server,
+                server=form.server,
                 confirm_server=self._confirm_server,
                 events=self.events,
                 timeout=CLIENT_TIMEOUT,
             )
             try:
-                if register:
-                    name = client.register(username, password)
+                if form.mode == REGISTER:
+                    name = client.register(form.username, form.password)
+                elif form.mode == SETUP:
+                    name = client.redeem_setup(form.username, form.code, form.password)
                 else:
-                    name = client.login(username, password)
+                    name = client.login(form.username, form.password)
             except BaseException:
                 self._close_in_background(client)
                 raise
             return client, name
 
-        self.saved_server = server
-        self.saved_username = username
+        self.saved_server = form.server
+        self.saved_username = form.username
         self.worker.submit(work, self._logged_in, self._login_failed)
 
     def _confirm_server(self, address: str, fingerprint: str) -> bool:

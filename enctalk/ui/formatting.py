@@ -41,6 +41,17 @@ _ERROR_SENTENCES = {
     "not_a_contact": "That user is not one of your contacts.",
     "session_revoked": "You were logged out. Log in again.",
     "invalid_session": "Your session has ended. Log in again.",
+    "setup_required": (
+        "This account is waiting for its setup code. Choose 'I have a setup "
+        "code' and type the code your teacher gave you."
+    ),
+    "invalid_reset_code": (
+        "The code is wrong, already used or expired. Check it, or ask your "
+        "teacher for a new one."
+    ),
+    "not_allowed": (
+        "This lab allows messages only to and from teachers, so this is not possible."
+    ),
 }
 
 

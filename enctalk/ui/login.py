@@ -1,9 +1,12 @@
 """The start view: server address, username and password; log in or register.
 
-The view checks what it can locally (empty fields, the server address,
-the password rules, the repeated password) and shows every problem in
-plain words under the form. The slow part runs on a worker thread while
-an indeterminate progress bar moves; :meth:`LoginView.show_error` and
+The form has three modes: log in, register, and set up an account that a
+teacher created from a class roster ("I have a setup code": username,
+setup code and a new password twice). The view checks what it can
+locally (empty fields, the server address, the password rules, the
+repeated password) and shows every problem in plain words under the
+form. The slow part runs on a worker thread while an indeterminate
+progress bar moves; :meth:`LoginView.show_error` and
 :meth:`LoginView.set_busy` are called back on the Tk main thread.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import tkinter as tk
 from collections.abc import Callable
+from dataclasses import dataclass
 from tkinter import ttk
 
 from enctalk.client.address import parse_server_address
@@ -30,23 +34,47 @@ PASSWORD_RULES = (
     "There is no way to read your messages without it."
 )
 
-# submit(server, username, password, register)
-Submit = Callable[[str, str, str, bool], None]
+LOGIN = "login"
+REGISTER = "register"
+SETUP = "setup"
+SETUP_HELP = (
+    "Your teacher gave you a username and a setup code. Type them here and "
+    "choose your own password; the code works only once."
+)
+
+
+@dataclass(frozen=True)
+class LoginForm:
+    """The submitted form. ``mode`` is LOGIN, REGISTER or SETUP.
+
+    ``code`` is the setup code in SETUP mode, else "". ``password`` is the
+    new password when registering or setting up.
+    """
+
+    server: str
+    username: str
+    password: str
+    mode: str
+    code: str = ""
+
+
+Submit = Callable[[LoginForm], None]
 
 
 class LoginView(ttk.Frame):
-    """The form that logs in to an account or registers a new one."""
+    """The form that logs in, registers, or sets up an account with a code."""
 
     def __init__(
         self, master: tk.Misc, server: str, username: str, on_submit: Submit
     ) -> None:
         super().__init__(master, padding=24)
         self.on_submit = on_submit
-        self.register_mode = False
+        self.mode = LOGIN
         self.busy = False
 
         self.server = tk.StringVar(value=server)
         self.username = tk.StringVar(value=username)
+        self.code = tk.StringVar()
         self.password = tk.StringVar()
         self.repeat = tk.StringVar()
         self.error = tk.StringVar()
@@ -57,6 +85,11 @@ class LoginView(ttk.Frame):
         self.username.trace_add("write", lambda *_: self._update_rule_status())
         self._apply_mode()
 
+    @property
+    def register_mode(self) -> bool:
+        """Return whether the form registers a new account."""
+        return self.mode == REGISTER
+
     def _build(self) -> None:
         self.columnconfigure(0, weight=1)
         form = ttk.Frame(self)
@@ -65,47 +98,59 @@ class LoginView(ttk.Frame):
 
         self.heading = ttk.Label(form, style="Title.TLabel")
         self.heading.grid(row=0, column=0, columnspan=2, sticky="w", pady=(0, 12))
+        self.setup_help = ttk.Label(
+            form, text=SETUP_HELP, wraplength=420, style="Muted.TLabel"
+        )
+        self.setup_help.grid(row=1, column=0, columnspan=2, sticky="w", pady=(0, 8))
 
-        def field(
-            row: int, label: str, variable: tk.StringVar, show: str = ""
-        ) -> ttk.Entry:
-            ttk.Label(form, text=label).grid(row=row, column=0, sticky="w", pady=4)
+        def field(row: int, variable: tk.StringVar, show: str = "") -> ttk.Entry:
             entry = ttk.Entry(form, textvariable=variable, width=32, show=show)
             entry.grid(row=row, column=1, sticky="ew", pady=4, padx=(8, 0))
             entry.bind("<Return>", lambda _event: self.submit())
             entry.bind("<KP_Enter>", lambda _event: self.submit())
             return entry
 
-        self.server_entry = field(1, "Server:", self.server)
-        self.username_entry = field(2, "Username:", self.username)
-        self.password_entry = field(3, "Password:", self.password, show="•")
-        self.repeat_label = ttk.Label(form, text="Repeat password:")
-        self.repeat_label.grid(row=4, column=0, sticky="w", pady=4)
-        self.repeat_entry = ttk.Entry(
-            form, textvariable=self.repeat, width=32, show="•"
-        )
-        self.repeat_entry.grid(row=4, column=1, sticky="ew", pady=4, padx=(8, 0))
-        self.repeat_entry.bind("<Return>", lambda _event: self.submit())
-        self.repeat_entry.bind("<KP_Enter>", lambda _event: self.submit())
+        def label(row: int, text: str) -> ttk.Label:
+            widget = ttk.Label(form, text=text)
+            widget.grid(row=row, column=0, sticky="w", pady=4)
+            return widget
+
+        label(2, "Server:")
+        self.server_entry = field(2, self.server)
+        label(3, "Username:")
+        self.username_entry = field(3, self.username)
+        self.code_label = label(4, "Setup code:")
+        self.code_entry = field(4, self.code)
+        self.password_label = label(5, "Password:")
+        self.password_entry = field(5, self.password, show="•")
+        self.repeat_label = label(6, "Repeat password:")
+        self.repeat_entry = field(6, self.repeat, show="•")
 
         self.rules = ttk.Label(
             form, text=PASSWORD_RULES, wraplength=420, style="Muted.TLabel"
         )
-        self.rules.grid(row=5, column=0, columnspan=2, sticky="w", pady=(8, 0))
+        self.rules.grid(row=7, column=0, columnspan=2, sticky="w", pady=(8, 0))
         self.rule_label = ttk.Label(form, textvariable=self.rule_status)
-        self.rule_label.grid(row=6, column=0, columnspan=2, sticky="w")
+        self.rule_label.grid(row=8, column=0, columnspan=2, sticky="w")
 
         self.error_label = ttk.Label(
             form, textvariable=self.error, wraplength=420, style="Error.TLabel"
         )
-        self.error_label.grid(row=7, column=0, columnspan=2, sticky="w", pady=(8, 0))
+        self.error_label.grid(row=9, column=0, columnspan=2, sticky="w", pady=(8, 0))
 
         self.progress = ttk.Progressbar(form, mode="indeterminate", length=200)
-        self.progress.grid(row=8, column=0, columnspan=2, sticky="ew", pady=(8, 0))
+        self.progress.grid(row=10, column=0, columnspan=2, sticky="ew", pady=(8, 0))
         self.progress.grid_remove()
 
         buttons = ttk.Frame(form)
-        buttons.grid(row=9, column=0, columnspan=2, sticky="e", pady=(12, 0))
+        buttons.grid(row=11, column=0, columnspan=2, sticky="e", pady=(12, 0))
+        self.setup_button = ttk.Button(
+            buttons,
+            text="I have a setup code",
+            underline=9,
+            command=self.toggle_setup_mode,
+        )
+        self.setup_button.pack(side="left", padx=(0, 8))
         self.switch_button = ttk.Button(buttons, command=self.toggle_mode)
         self.switch_button.pack(side="left", padx=(0, 8))
         self.submit_button = ttk.Button(buttons, command=self.submit, default="active")
@@ -115,10 +160,11 @@ class LoginView(ttk.Frame):
 
         top = self.winfo_toplevel()
         top.bind("<Alt-r>", lambda _event: self.toggle_mode(), add="+")
+        top.bind("<Alt-s>", lambda _event: self.toggle_setup_mode(), add="+")
 
     def _build_server_list(self, form: ttk.Frame) -> None:
         ttk.Label(form, text="Servers on this network:").grid(
-            row=10, column=0, columnspan=2, sticky="w", pady=(16, 4)
+            row=12, column=0, columnspan=2, sticky="w", pady=(16, 4)
         )
         self.servers = ttk.Treeview(
             form,
@@ -131,7 +177,7 @@ class LoginView(ttk.Frame):
         self.servers.heading("address", text="Address")
         self.servers.column("name", width=180)
         self.servers.column("address", width=200)
-        self.servers.grid(row=11, column=0, columnspan=2, sticky="ew")
+        self.servers.grid(row=13, column=0, columnspan=2, sticky="ew")
         self.servers.bind("<<TreeviewSelect>>", lambda _event: self._pick_server())
         self.discovery_status = tk.StringVar()
         ttk.Label(
@@ -139,9 +185,9 @@ class LoginView(ttk.Frame):
             textvariable=self.discovery_status,
             wraplength=420,
             style="Muted.TLabel",
-        ).grid(row=12, column=0, columnspan=2, sticky="w", pady=(4, 0))
+        ).grid(row=14, column=0, columnspan=2, sticky="w", pady=(4, 0))
         self.search_button = ttk.Button(form, text="Search again")
-        self.search_button.grid(row=13, column=1, sticky="e", pady=(4, 0))
+        self.search_button.grid(row=15, column=1, sticky="e", pady=(4, 0))
         self.search_button.grid_remove()
 
     def enable_discovery(self, search: Callable[[], None]) -> None:
@@ -178,35 +224,66 @@ class LoginView(ttk.Frame):
             self.server.set(item)
 
     def _apply_mode(self) -> None:
-        if self.register_mode:
+        if self.mode == REGISTER:
             self.heading.configure(text="Create an EncTalk account")
             self.submit_button.configure(text="Register")
             self.switch_button.configure(text="I have an account", underline=2)
-            self.repeat_label.grid()
-            self.repeat_entry.grid()
-            self.rules.grid()
-            self.rule_label.grid()
+        elif self.mode == SETUP:
+            self.heading.configure(text="Set up your EncTalk account")
+            self.submit_button.configure(text="Set up account")
+            self.switch_button.configure(text="I have an account", underline=2)
         else:
             self.heading.configure(text="Log in to EncTalk")
             self.submit_button.configure(text="Log in")
             self.switch_button.configure(text="New here? Register", underline=10)
-            self.repeat_label.grid_remove()
-            self.repeat_entry.grid_remove()
-            self.rules.grid_remove()
-            self.rule_label.grid_remove()
+        new_password = self.mode != LOGIN
+        self.password_label.configure(
+            text="New password:" if self.mode == SETUP else "Password:"
+        )
+        self.repeat_label.configure(
+            text="Repeat new password:" if self.mode == SETUP else "Repeat password:"
+        )
+        self._show(new_password, self.repeat_label, self.repeat_entry)
+        self._show(new_password, self.rules, self.rule_label)
+        self._show(self.mode == SETUP, self.code_label, self.code_entry)
+        self._show(self.mode == SETUP, self.setup_help)
+        # The setup form has its own way back ("I have an account").
+        if self.mode == SETUP:
+            self.setup_button.pack_forget()
+        else:
+            self.setup_button.pack(side="left", padx=(0, 8), before=self.switch_button)
         self._update_rule_status()
 
-    def toggle_mode(self) -> None:
-        """Switch between logging in and registering (Alt+R)."""
+    @staticmethod
+    def _show(visible: bool, *widgets: tk.Widget) -> None:
+        for widget in widgets:
+            if visible:
+                widget.grid()
+            else:
+                widget.grid_remove()
+
+    def _set_mode(self, mode: str) -> None:
         if self.busy:
             return
-        self.register_mode = not self.register_mode
+        self.mode = mode
         self.error.set("")
         self._apply_mode()
+        self.focus_first_empty()
+
+    def toggle_mode(self) -> None:
+        """Switch between logging in and registering (Alt+R).
+
+        From the setup form, go back to logging in.
+        """
+        self._set_mode(LOGIN if self.mode != LOGIN else REGISTER)
+
+    def toggle_setup_mode(self) -> None:
+        """Switch to the setup-code form, or back to logging in (Alt+S)."""
+        self._set_mode(SETUP if self.mode != SETUP else LOGIN)
 
     def _update_rule_status(self) -> None:
         password = self.password.get()
-        if not self.register_mode or not password:
+        if self.mode == LOGIN or not password:
             self.rule_status.set("")
             return
         problem = password_problem(password, self.username.get().strip() or None)
@@ -214,10 +291,13 @@ class LoginView(ttk.Frame):
 
     def focus_first_empty(self) -> None:
         """Put the keyboard focus on the first field that still needs typing."""
-        for variable, entry in (
+        fields = [
             (self.server, self.server_entry),
             (self.username, self.username_entry),
-        ):
+        ]
+        if self.mode == SETUP:
+            fields.append((self.code, self.code_entry))
+        for variable, entry in fields:
             if not variable.get().strip():
                 entry.focus_set()
                 return
@@ -234,10 +314,14 @@ class LoginView(ttk.Frame):
             return friendly_error(exc)
         if not self.username.get().strip():
             return "Type your username."
+        if self.mode == SETUP and not self.code.get().strip():
+            return "Type the setup code your teacher gave you."
         password = self.password.get()
         if not password:
+            if self.mode == SETUP:
+                return "Choose a new password and type it twice."
             return "Type your password."
-        if self.register_mode:
+        if self.mode != LOGIN:
             problem = password_problem(password, self.username.get().strip())
             if problem is not None:
                 return problem
@@ -256,10 +340,13 @@ class LoginView(ttk.Frame):
         self.error.set("")
         self.set_busy(True)
         self.on_submit(
-            self.server.get().strip(),
-            self.username.get().strip(),
-            self.password.get(),
-            self.register_mode,
+            LoginForm(
+                server=self.server.get().strip(),
+                username=self.username.get().strip(),
+                password=self.password.get(),
+                mode=self.mode,
+                code=self.code.get().strip() if self.mode == SETUP else "",
+            )
         )
 
     def set_busy(self, busy: bool) -> None:
@@ -269,10 +356,12 @@ class LoginView(ttk.Frame):
         for widget in (
             self.server_entry,
             self.username_entry,
+            self.code_entry,
             self.password_entry,
             self.repeat_entry,
             self.submit_button,
             self.switch_button,
+            self.setup_button,
         ):
             widget.state(state)
         if busy:

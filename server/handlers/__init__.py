@@ -17,6 +17,7 @@ from enctalk.protocol import errors, make_error, make_reply
 from server.handlers import (
     accounts,
     attachments,
+    classes,
     contacts,
     devices,
     groups,
@@ -55,6 +56,8 @@ HANDLERS: dict[str, Handler] = {
     "remove_device": devices.remove_device,
     "add_contact": contacts.add_contact,
     "list_contacts": contacts.list_contacts,
+    "list_classes": classes.list_classes,
+    "class_members": classes.class_members,
     "send": messages.send,
     "sync": messages.sync,
     "ack": messages.ack,

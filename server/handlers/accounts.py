@@ -49,7 +49,15 @@ MAX_DELAY_EXPONENT = 30
 # The largest retry_after the protocol allows in an error frame.
 MAX_RETRY_AFTER_S = 86_400
 FORGET_FAILURES_MS = MS_PER_DAY
+# Digits and upper-case letters without 0, 1, I, L, O and U, which are
+# easy to misread or to mistype from a printed sheet.
 RESET_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTVWXYZ"
+# A setup code is 16 characters of the 30-character alphabet: 16 * log2(30),
+# about 78.5 bits. Wrong codes are throttled like failed logins. At the
+# default login_max_delay of 300 s that allows about 288 guesses a day per
+# account, so 30 days of guessing succeed with a chance of about 2 ** -65.
+SETUP_CODE_GROUPS = 4
+SETUP_CODE_GROUP_LENGTH = 4
 
 
 def new_token() -> tuple[bytes, bytes]:
@@ -199,6 +207,16 @@ def login(services: Services, request: Request) -> Outcome:
     _check_throttle(services, keys)
     user = services.store.user_by_name(username)
     if not _verify(services, user, fields["auth_key"]):
+        # No password can work before setup, so this is not counted as a
+        # failure. The reply reveals that the account is pending, but login
+        # still hides whether a username is unknown or a password wrong.
+        if user is not None and user.pending_setup:
+            logger.info("rejected login of %s: setup code not redeemed", username)
+            raise HandlerError(
+                errors.SETUP_REQUIRED,
+                "This account is waiting for its setup code. Choose 'I have a "
+                "setup code' and type the code your teacher gave you.",
+            )
         _record_failure(services, keys, "invalid credentials")
         raise HandlerError(
             errors.INVALID_CREDENTIALS, "The username or password is wrong."
@@ -302,6 +320,8 @@ def redeem_reset(services: Services, request: Request) -> Outcome:
     )
 
     user = services.store.user_by_name(username)
+    if user is not None and user.pending_setup:
+        return _redeem_setup(services, request, user, keys)
     pending = None if user is None else services.store.reset_code(user.id)
     code_hash = hash_reset_code(fields["code"])
     now = now_ms()
@@ -342,6 +362,59 @@ def redeem_reset(services: Services, request: Request) -> Outcome:
     return outcome
 
 
+def _redeem_setup(
+    services: Services, request: Request, user: User, keys: list[str]
+) -> Outcome:
+    """Finish an account imported from a roster with its setup code.
+
+    Runs for ``redeem_reset`` on a pending account, with the same
+    throttling as a reset code.
+    """
+    fields = request.fields
+    stored = services.store.setup_code(user.id)
+    typed_code = normalize_reset_code(fields["code"]).encode("utf-8")
+    if (
+        stored is None
+        or not hmac.compare_digest(
+            normalize_reset_code(stored[0]).encode("utf-8"), typed_code
+        )
+        or stored[1] < now_ms()
+    ):
+        _record_failure(services, keys, "invalid setup code")
+        raise _invalid_setup_code()
+
+    if user.disabled:
+        raise HandlerError(errors.ACCOUNT_DISABLED, "This account is disabled.")
+
+    auth_hash = hash_auth_key(fields["new_auth_key"], services.config.bcrypt_cost)
+    token, token_hash = new_token()
+    redeemed = services.store.redeem_setup(
+        user.id,
+        stored[0],
+        auth_hash,
+        fields["identity_key"],
+        fields["backup"],
+        token_hash,
+        now_ms(),
+    )
+    if not redeemed:
+        raise _invalid_setup_code()
+
+    services.store.clear_failures(keys)
+    logger.info("user %s redeemed the setup code", user.username)
+    outcome = _logged_in(services, user, token_hash, None)
+    outcome.reply = {"token": token, "username": user.username}
+    return outcome
+
+
+def _invalid_setup_code() -> HandlerError:
+    return HandlerError(
+        errors.INVALID_RESET_CODE,
+        "The setup code is wrong or has expired. Check it, or ask your teacher "
+        "for a new one.",
+    )
+
+
 def upload_backup(services: Services, request: Request) -> Outcome:
     session = require_session(request)
     services.store.set_backup(session.user_id, request.fields["backup"])
@@ -358,7 +431,17 @@ def fetch_backup(services: Services, request: Request) -> Outcome:
 
 def make_reset_code() -> str:
     """Return a one-time reset code: three groups of four unambiguous characters."""
-    groups = [
-        "".join(secrets.choice(RESET_CODE_ALPHABET) for _ in range(4)) for _ in range(3)
+    return _make_code(3, 4)
+
+
+def make_setup_code() -> str:
+    """Return a setup code: four groups of four unambiguous characters."""
+    return _make_code(SETUP_CODE_GROUPS, SETUP_CODE_GROUP_LENGTH)
+
+
+def _make_code(groups: int, length: int) -> str:
+    parts = [
+        "".join(secrets.choice(RESET_CODE_ALPHABET) for _ in range(length))
+        for _ in range(groups)
     ]
-    return "-".join(groups)
+    return "-".join(parts)

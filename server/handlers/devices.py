@@ -15,7 +15,6 @@ from typing import Any
 from enctalk.crypto.errors import SignatureError
 from enctalk.crypto.keys import verify_device_key, verify_prekey
 from enctalk.protocol import InvalidUsername, canonical_username, errors, make_push
-from enctalk.protocol.schema import KEY_SIZE
 from server.handlers.base import (
     HandlerError,
     Outcome,
@@ -132,9 +131,9 @@ def fetch_bundle_set(services: Services, request: Request) -> Outcome:
     outcome = Outcome()
     users = []
     for raw in dict.fromkeys(request.fields["usernames"]):
-        bundles = _user_bundles(services, session.device_id, raw, outcome)
-        # An account still waiting for its first login has no identity key.
-        if len(bundles["identity_key"]) == KEY_SIZE:
+        # An account still waiting for its setup code has no keys yet.
+        bundles = _user_bundles(services, session.device_id, raw, outcome, True)
+        if bundles is not None:
             users.append(bundles)
     outcome.reply = {"users": users}
     return outcome
@@ -154,15 +153,23 @@ def lookup_identities(services: Services, request: Request) -> Outcome:
         except InvalidUsername:
             continue
         user = services.store.user_by_name(username)
-        if user is not None and len(user.identity_key) == KEY_SIZE:
+        if user is not None and not user.pending_setup:
             users.append({"username": user.username, "identity_key": user.identity_key})
     return Outcome(reply={"users": users})
 
 
 def _user_bundles(
-    services: Services, own_device: int | None, raw_name: str, outcome: Outcome
-) -> dict[str, Any]:
-    """Take one bundle per active device of a user; queue prekeys_low frames."""
+    services: Services,
+    own_device: int | None,
+    raw_name: str,
+    outcome: Outcome,
+    skip_pending: bool = False,
+) -> dict[str, Any] | None:
+    """Take one bundle per active device of a user; queue prekeys_low frames.
+
+    An account waiting for setup has no keys: ``setup_required``, or None
+    with ``skip_pending``.
+    """
     try:
         username = canonical_username(raw_name)
     except InvalidUsername as exc:
@@ -170,6 +177,15 @@ def _user_bundles(
     user = services.store.user_by_name(username)
     if user is None:
         raise HandlerError(errors.USER_NOT_FOUND, f"There is no user {username}.")
+    if user.pending_setup:
+        if skip_pending:
+            return None
+        logger.info("no bundles for %s, which is waiting for setup", username)
+        raise HandlerError(
+            errors.SETUP_REQUIRED,
+            f"{username} has not redeemed the setup code yet, so the account "
+            "has no keys.",
+        )
     bundles = services.store.take_bundles(user.id, own_device, services.active_since)
     devices = []
     for bundle in bundles:

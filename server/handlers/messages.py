@@ -24,8 +24,10 @@ from server.handlers.base import (
     now_ms,
     require_device,
 )
+from server.handlers.contacts import not_allowed_to_message
 from server.handlers.devices import PREKEYS_LOW, prekeys_low_frame
-from server.store import QueueItem
+from server.policy import direct_messages_restricted, may_message_directly
+from server.store import QueueItem, User
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +240,29 @@ def check_push_size(
         )
 
 
+def _check_policy(services: Services, request: Request, recipient: User) -> None:
+    """Raise ``not_allowed`` if the lab policy forbids this direct message.
+
+    The sender's row is read only under a restrictive policy. In the
+    commit writer's batch both rows come from its lookup cache.
+    """
+    session = request.session
+    assert session is not None
+    if not direct_messages_restricted(services.config):
+        return
+    sender = services.store.user_by_name(session.username)
+    if sender is None:
+        raise HandlerError(errors.INVALID_SESSION, "The account no longer exists.")
+    if not may_message_directly(services.config, sender, recipient):
+        logger.info(
+            "connection %d: send from %s to %s rejected by the lab policy",
+            request.conn_id,
+            sender.username,
+            recipient.username,
+        )
+        raise not_allowed_to_message(recipient)
+
+
 def send(services: Services, request: Request) -> Outcome:
     session, own_device = require_device(request)
     fields = request.fields
@@ -256,6 +281,7 @@ def send(services: Services, request: Request) -> Outcome:
     if duplicate is not None:
         return duplicate
 
+    _check_policy(services, request, recipient)
     if recipient.id == session.user_id or not services.store.is_contact(
         session.user_id, recipient.id
     ):

@@ -13,6 +13,7 @@ import pytest
 from conftest import Clients, make_config
 from server_wire import WireClient
 
+from server import store as store_module
 from server.app import Server
 from server.attachments import ATTACHMENT_DIR_NAME
 from server.store import DATABASE_FILE_NAME, SCHEMA_VERSION, Store
@@ -237,16 +238,8 @@ def test_attachment_retention_expiry(data_dir: Path) -> None:
 
 def test_store_upgrades_version_1(tmp_path: Path) -> None:
     path = tmp_path / DATABASE_FILE_NAME
-    store = Store(path)
-    store.close()
     db = sqlite3.connect(path)
-    db.execute("DROP TABLE attachment_recipients")
-    db.execute("DROP TABLE attachments")
-    # Undo version 4 as well, so every upgrade from 1 runs.
-    for table in ("group_members", "group_ops", "groups"):
-        db.execute(f"DROP TABLE {table}")
-    db.execute("ALTER TABLE messages DROP COLUMN kind")
-    db.execute("ALTER TABLE messages DROP COLUMN group_id")
+    db.executescript(store_module._UPGRADES[0])
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
