@@ -289,6 +289,9 @@ class Connection:
             )
         except OSError as exc:
             raise connection_error(self.host, self.port, exc) from exc
+        # A large frame goes out in several TLS records; with Nagle's
+        # algorithm the last one can wait for the server's delayed ACK.
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             tls = context.wrap_socket(raw, server_hostname=self.host)
         except ssl.SSLCertVerificationError as exc:

@@ -560,3 +560,14 @@ def test_resend_after_lost_send_reply_is_acknowledged_as_stored(pair, monkeypatc
     assert result.server_seq == lost[0]["server_seq"]
     assert [e.body for e in alice.history("bob")] == ["stored once"]
     assert [e.body for e in bob.history("alice")] == ["stored once"]
+
+
+def test_client_connection_disables_nagle(pair):
+    import socket
+
+    alice, _ = pair
+    tls, _ = alice._connection._connect()
+    try:
+        assert tls.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        tls.close()
