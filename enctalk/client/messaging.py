@@ -184,8 +184,22 @@ def _finish_send(
 
 
 def _send_item(client: Client, item: dict[str, Any]) -> dict[str, Any]:
-    if item.get("group") is not None:
-        return _send_group_item(client, item)
+    """Send one outbox item; return the server's reply.
+
+    Encrypting the envelopes advances the sessions. After a reply,
+    ``_finish_send`` saves them together with the shorter outbox. After a
+    failure they are saved here, before the error is raised again.
+    """
+    try:
+        if item.get("group") is not None:
+            return _send_group_item(client, item)
+        return _send_direct_item(client, item)
+    except Exception:
+        client._save()
+        raise
+
+
+def _send_direct_item(client: Client, item: dict[str, Any]) -> dict[str, Any]:
     me = client._require_username()
     to, message_id = item["to"], item["message_id"]
     key_material, sealed = _sealed_payload(client, item, to)
@@ -207,8 +221,6 @@ def _send_item(client: Client, item: dict[str, Any]) -> dict[str, Any]:
             if exc.code != "device_list_mismatch":
                 raise
             _apply_mismatch(client, exc.details)
-        finally:
-            client._save()
     raise ClientError(
         "device_list_mismatch",
         f"The device list of {to} kept changing; the message stays queued.",
@@ -246,8 +258,6 @@ def _send_group_item(client: Client, item: dict[str, Any]) -> dict[str, Any]:
                 _apply_mismatch(client, exc.details, allowed=set(members))
             else:
                 raise
-        finally:
-            client._save()
     raise ClientError(
         "device_list_mismatch",
         "The group's members or devices kept changing; the message stays queued.",
