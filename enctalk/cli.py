@@ -343,6 +343,11 @@ def _add_group_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> N
         command = add(name, help_text)
         command.add_argument("group_id", metavar="GROUP_ID")
         command.add_argument("users", nargs="+", metavar="USER")
+    add_class = add(
+        "group-add-class", "add every account of a roster class to a group (staff)"
+    )
+    add_class.add_argument("group_id", metavar="GROUP_ID")
+    add_class.add_argument("label", metavar="CLASS")
     send = add("group-send", "send a text message to every member of a group")
     send.add_argument("group_id", metavar="GROUP_ID")
     send.add_argument(
@@ -911,6 +916,14 @@ class _Runner:
         for user in self.args.users:
             self.client.group_add(self.args.group_id, user)
             self.say(f"Added {printable(user)}.")
+        return EXIT_OK
+
+    def cmd_group_add_class(self) -> int:
+        self.online()
+        added = self.client.group_add_class(self.args.group_id, self.args.label)
+        for name in added:
+            self.say(f"Added {printable(name)}.")
+        self.say(f"{len(added)} added from class {printable(self.args.label)}.")
         return EXIT_OK
 
     def cmd_group_remove(self) -> int:

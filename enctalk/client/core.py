@@ -990,7 +990,7 @@ class Client:
             return groups.info(self, _group_id(group_id))
 
     def group_members(self, group_id: str) -> list[dict[str, Any]]:
-        """Return the verified members: username, role, muted, online.
+        """Return the verified members: username, display_name, role, muted, online.
 
         Roles and mutes come from this device's verified log; only
         ``online`` comes from the server.
@@ -1004,11 +1004,14 @@ class Client:
             if state.is_member(self._require_username()):
                 reply = self._request("group_members", group_id=gid)
                 online = {m["username"]: m["online"] for m in reply["members"]}
+                groups.remember_names(self, reply["members"])
+            names = self._require_state().get("display_names", {})
             self._save()
             order = {"owner": 0, "moderator": 1, "member": 2}
             return [
                 {
                     "username": name,
+                    "display_name": names.get(name, name),
                     "role": role,
                     "muted": name in state.muted,
                     "online": online.get(name, False),
@@ -1021,6 +1024,37 @@ class Client:
     def group_add(self, group_id: str, username: str) -> None:
         """Add ``username`` to a group (owner and moderators only)."""
         self._group_change(group_id, grouplog.ADD, _username(username))
+
+    def group_add_class(self, group_id: str, label: str) -> list[str]:
+        """Add every account of the roster class ``label`` not yet a member.
+
+        Returns the usernames added, in the class list's order. Accounts
+        still waiting for their setup code are added too; they get the
+        messages sent after they have set up. Staff accounts only (the
+        class list is theirs), and the moderators' right to add members.
+        """
+        gid = _group_id(group_id)
+        members = self.class_members(label)
+        if not members:
+            raise ClientError(
+                codes.UNKNOWN_CONTACT, f"The server has no class {label[:40]!r}."
+            )
+        with self._lock:
+            current = groups.require_group(self, gid).roles
+            groups.remember_names(
+                self,
+                [
+                    {"username": m.username, "display_name": m.display_name}
+                    for m in members
+                ],
+            )
+        added = []
+        for member in members:
+            if member.username in current:
+                continue
+            self.group_add(gid, member.username)
+            added.append(member.username)
+        return added
 
     def group_remove(self, group_id: str, username: str) -> None:
         """Remove ``username``; nobody encrypts to their devices from now on."""

@@ -202,10 +202,41 @@ def _verify_actor(client: Client, op: GroupOp, catching_up: bool) -> bool:
 
 def _listed_identity(client: Client, username: str) -> bytes | None:
     reply = client._request("lookup_identities", usernames=[username])
+    remember_names(client, reply["users"])
     for user in reply["users"]:
         if user["username"] == username:
             return bytes(user["identity_key"])
     return None
+
+
+def remember_names(client: Client, users: list[dict[str, Any]]) -> None:
+    """Keep the display names that a server reply lists, for conversation lines."""
+    names = client._require_state().setdefault("display_names", {})
+    for user in users:
+        shown = user.get("display_name")
+        if shown:
+            names[user["username"]] = shown
+
+
+def display_names(client: Client, usernames: list[str]) -> dict[str, str]:
+    """Return the display names of ``usernames``, asking the server for new ones.
+
+    A failed lookup leaves the usernames as they are: a line with a
+    username is better than no line.
+    """
+    names: dict[str, str] = client._require_state().setdefault("display_names", {})
+    missing = [name for name in dict.fromkeys(usernames) if name and name not in names]
+    if missing:
+        try:
+            reply = client._request("lookup_identities", usernames=missing)
+        except ClientError as exc:
+            logger.info("display names not fetched: %s", exc.code)
+        else:
+            remember_names(client, reply["users"])
+            for name in missing:
+                # Not listed (not set up yet): keep the username.
+                names.setdefault(name, name)
+    return {name: names.get(name, name) for name in usernames if name}
 
 
 def apply_op(
@@ -258,9 +289,15 @@ def _record_line(
                 MESSAGE_DELETED, conversation=conversation, message_id=message_id
             )
     me = client._require_username()
-    text = describe_op(op, {me: "You"} if op.actor == me else {})
-    if op.target == me and op.actor != me:
-        text = describe_op(op, {me: "you"})
+    people = [op.actor, op.target]
+    if op.action == DELETE:
+        people.append(parse_message_ref(op.value)[0])
+    names = display_names(client, people)
+    if op.actor == me:
+        names[me] = "You"
+    elif op.target == me:
+        names[me] = "you"
+    text = describe_op(op, names)
     if not checked:
         text += (
             f" (signed with an earlier identity key of {op.actor}, which this "

@@ -421,6 +421,7 @@ GROUP_MEMBER = Object(
         "role": Text(16, 1, pattern=_SNAKE),
         "muted": Boolean(),
         "online": Boolean(),
+        "display_name": Optional(DISPLAY_NAME),
     }
 )
 USER_BUNDLES = Object(
@@ -498,7 +499,14 @@ REPLIES: dict[str, dict[str, Field]] = {
     "fetch_bundle_set": {"users": ListOf(USER_BUNDLES, MAX_BUNDLE_USERS)},
     "lookup_identities": {
         "users": ListOf(
-            Object({"username": USERNAME, "identity_key": KEY}), MAX_BUNDLE_USERS
+            Object(
+                {
+                    "username": USERNAME,
+                    "identity_key": KEY,
+                    "display_name": Optional(DISPLAY_NAME),
+                }
+            ),
+            MAX_BUNDLE_USERS,
         )
     },
     "sync": {"last": SEQUENCE},

@@ -154,7 +154,13 @@ def lookup_identities(services: Services, request: Request) -> Outcome:
             continue
         user = services.store.user_by_name(username)
         if user is not None and not user.pending_setup:
-            users.append({"username": user.username, "identity_key": user.identity_key})
+            users.append(
+                {
+                    "username": user.username,
+                    "identity_key": user.identity_key,
+                    "display_name": user.display_name or user.username,
+                }
+            )
     return Outcome(reply={"users": users})
 
 

@@ -353,12 +353,14 @@ def group_members(services: Services, request: Request) -> Outcome:
     row = services.store.group(group_id)
     if row is None or session.username not in row.members:
         raise _not_found(group_id)
+    users = services.store.users_by_names(row.members)
     members = [
         {
             "username": name,
             "role": role,
             "muted": muted,
             "online": services.online.is_online(user_id),
+            "display_name": (users[name].display_name if name in users else "") or name,
         }
         for name, (user_id, role, muted) in sorted(row.members.items())
     ]
