@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 
 # Attempts to submit an operation when the group keeps changing under it.
 MAX_OP_ATTEMPTS = 4
-# Pages of the log fetched at most in one sync (each holds up to 500 ops).
+# Pages of the log fetched at most in one sync (each has up to 500 ops).
 MAX_LOG_PAGES = 100
 
 
@@ -175,8 +175,8 @@ def _verify_actor(client: Client, op: GroupOp, catching_up: bool) -> bool:
     a key change (a password reset without any old device), pinned with
     the usual warning, as for a message. While ``catching_up`` on a log
     this device never saw live, an op under an earlier key of the actor
-    cannot be checked against anything; it is accepted and the
-    conversation says so. Raises GroupOpError otherwise.
+    cannot be checked against anything; it is accepted with a note in
+    the conversation. Raises GroupOpError otherwise.
     """
     verify_op(op)
     refused = GroupOpError(
@@ -274,36 +274,18 @@ def apply_op(
 def _record_line(
     client: Client, op: GroupOp, server_seq: int, server_time: int, checked: bool
 ) -> None:
+    """Write the conversation line of ``op`` and report it as ``group_updated``."""
     conversation = conversation_of(op.group_id)
-    history = client._require_history()
     if op.action == DELETE:
-        author, message_id = parse_message_ref(op.value)
-        entry = history.find(message_id)
-        if (
-            entry is not None
-            and entry.conversation == conversation
-            and entry.sender == author
-        ):
-            history.remove(message_id)
-            client._emit(
-                MESSAGE_DELETED, conversation=conversation, message_id=message_id
-            )
-    me = client._require_username()
-    people = [op.actor, op.target]
-    if op.action == DELETE:
-        people.append(parse_message_ref(op.value)[0])
-    names = display_names(client, people)
-    if op.actor == me:
-        names[me] = "You"
-    elif op.target == me:
-        names[me] = "you"
-    text = describe_op(op, names)
+        _remove_deleted(client, op)
+
+    text = _line_text(client, op)
     if not checked:
         text += (
             f" (signed with an earlier identity key of {op.actor}, which this "
             "device could not check)"
         )
-    history.add(
+    client._require_history().add(
         HistoryEntry(
             conversation=conversation,
             kind="system",
@@ -317,6 +299,8 @@ def _record_line(
             state=None,
         )
     )
+
+    me = client._require_username()
     client._emit(
         GROUP_UPDATED,
         group_id=op.group_id,
@@ -328,6 +312,32 @@ def _record_line(
         text=text,
         member=op.action not in (REMOVE, LEAVE) or op.target != me,
     )
+
+
+def _remove_deleted(client: Client, op: GroupOp) -> None:
+    """Remove the message a delete names, if this device stored it."""
+    conversation = conversation_of(op.group_id)
+    history = client._require_history()
+    author, message_id = parse_message_ref(op.value)
+    entry = history.find(message_id)
+    if entry is None or entry.conversation != conversation or entry.sender != author:
+        return
+    history.remove(message_id)
+    client._emit(MESSAGE_DELETED, conversation=conversation, message_id=message_id)
+
+
+def _line_text(client: Client, op: GroupOp) -> str:
+    """Return the line for ``op`` with display names, and "You" for this account."""
+    me = client._require_username()
+    people = [op.actor, op.target]
+    if op.action == DELETE:
+        people.append(parse_message_ref(op.value)[0])
+    names = display_names(client, people)
+    if op.actor == me:
+        names[me] = "You"
+    elif op.target == me:
+        names[me] = "you"
+    return describe_op(op, names)
 
 
 def receive_op(client: Client, op: GroupOp, server_seq: int, server_time: int) -> None:
