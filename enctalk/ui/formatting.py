@@ -49,10 +49,9 @@ _ERROR_SENTENCES = {
         "The code is wrong, already used or expired. Check it, or ask your "
         "teacher for a new one."
     ),
-    "not_allowed": (
-        "This lab allows messages only to and from teachers, so this is not possible."
-    ),
 }
+# "not_allowed" is not in the table, because each of its messages names the
+# rule that applied: a lab policy of the server, or a group's mute or roles.
 
 
 def display_text(text: str) -> str:

@@ -51,6 +51,7 @@ GROUPS_SECTION = "section:groups"
 CONTACTS_SECTION = "section:contacts"
 COMPOSE_HINT = "Enter sends, Shift+Enter starts a new line."
 READ_ONLY_LABEL = "Read-only: only moderators post"
+DELETE_LABEL = "Delete for everyone…"
 
 
 class MainWindow(ttk.Frame):
@@ -887,23 +888,27 @@ class MainWindow(ttk.Frame):
         self.group_actions.leave()
 
     def open_message_menu(self, entry: HistoryEntry, x: int, y: int) -> None:
-        """Open the menu of a right-clicked message: copy, delete for everyone."""
+        """Open the menu of a right-clicked message at screen position ``x``, ``y``."""
+        self.fill_message_menu(entry)
+        self.message_menu.tk_popup(x, y)
+
+    def fill_message_menu(self, entry: HistoryEntry) -> None:
+        """Put the actions on ``entry`` in the message menu.
+
+        Every line can be copied. A group message can also be deleted for
+        everyone, by its author or a moderator.
+        """
         menu = self.message_menu
         menu.delete(0, "end")
-        if entry.kind in ("text", "audio", "notice", "system"):
-            menu.add_command(
-                label="Copy text", command=lambda: self._copy_text(entry.body)
-            )
+        menu.add_command(label="Copy text", command=lambda: self._copy_text(entry.body))
         row = self.model.current_group()
         state = self.model.states.get(entry.message_id or "")
         if row is not None and group_rules.may_delete(row, self.model.me, entry, state):
             menu.add_separator()
             menu.add_command(
-                label="Delete for everyone…",
+                label=DELETE_LABEL,
                 command=lambda: self.group_actions.delete_message(entry),
             )
-        if menu.index("end") is not None:
-            menu.tk_popup(x, y)
 
     def _copy_text(self, text: str) -> None:
         self.clipboard_clear()

@@ -114,3 +114,12 @@ def test_state_label_names_each_state():
     assert state_label("sending") == "sending…"
     assert state_label("failed") == "failed"
     assert state_label(None) == ""
+
+
+def test_friendly_error_keeps_not_allowed_reason():
+    muted = ClientError("not_allowed", "A moderator has muted you in this group.")
+    assert friendly_error(muted) == "A moderator has muted you in this group."
+    policy = ClientError(
+        "not_allowed", "On this server only staff accounts create groups."
+    )
+    assert friendly_error(policy) == "On this server only staff accounts create groups."

@@ -27,7 +27,8 @@ from enctalk.client.events import Event
 from enctalk.ui import theme
 from enctalk.ui.app import App
 from enctalk.ui.group_dialogs import NewGroupDialog, RenameGroupDialog
-from enctalk.ui.main_window import GROUPS_SECTION, MainWindow
+from enctalk.ui.login import LOGIN, LoginForm
+from enctalk.ui.main_window import DELETE_LABEL, GROUPS_SECTION, MainWindow
 from tests.integration.conftest import ServerProcess, wait_for_event
 
 PASSWORDS = {
@@ -84,7 +85,7 @@ def app(
     theme.apply_theme(root)
     root.geometry("1040x680+0+0")
     application = App(root, str(tmp_path / "sam"), server.address)
-    application.login(server.address, "sam", PASSWORDS["sam"], False)
+    application.login(LoginForm(server.address, "sam", PASSWORDS["sam"], LOGIN))
     assert run_until(root, lambda: isinstance(application.view, MainWindow), 30)
     yield application
     application.close()
@@ -494,3 +495,39 @@ def test_member_deletes_own_message(app, others):
     deleted = wait_for_event(kim.events, lambda e: e.name == "message_deleted")
     assert deleted.data["message_id"] == message_id
     assert run_until(app.root, lambda: "typo in here" not in shown_text(app))
+
+
+def menu_labels(menu: tk.Menu) -> list[str]:
+    last = menu.index("end")
+    if last is None:
+        return []
+    return [
+        str(menu.entrycget(index, "label"))
+        for index in range(last + 1)
+        if menu.type(index) == "command"
+    ]
+
+
+def test_message_menu_offers_delete_by_role(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    teacher = others["teacher"]
+    posted = teacher.send_group_text(group_id, "Bring a pencil", 10)
+    assert run_until(app.root, lambda: posted.message_id in view.conversation.entries)
+    from_teacher = view.conversation.entries[posted.message_id]
+
+    view.fill_message_menu(from_teacher)
+    assert menu_labels(view.message_menu) == ["Copy text"]
+
+    teacher.group_set_role(group_id, "sam", "moderator")
+    assert run_until(
+        app.root, lambda: view.model.groups["#" + group_id].role == "moderator"
+    )
+    view.fill_message_menu(from_teacher)
+    assert menu_labels(view.message_menu) == ["Copy text", DELETE_LABEL]
+
+    line = view.conversation.entry_at(view.conversation.text.search("added", "1.0"))
+    assert line is not None
+    assert line.kind == "system"
+    view.fill_message_menu(line)
+    assert menu_labels(view.message_menu) == ["Copy text"]
