@@ -30,6 +30,10 @@ from enctalk.ui.worker import Worker
 logger = logging.getLogger(__name__)
 
 POLL_MS = 100
+# Minimum button width in average characters. It is negative, so a button
+# fits its text, because the theme's wider default made the player bar wider
+# than the window at its default size.
+BUTTON_WIDTH = -4
 # The wrap width of a reason line until its bar has a size.
 REASON_WRAP_PIXELS = 480
 # Tests set this to a WAV file; Save then writes there without a dialog.
@@ -97,16 +101,22 @@ class RecordBar(ttk.Frame):
         # Why the open conversation takes no posts now, or None.
         self.refusal: str | None = None
 
-        self.record_button = ttk.Button(self, text="● Record", command=self.start)
+        self.record_button = ttk.Button(
+            self, text="● Record", width=BUTTON_WIDTH, command=self.start
+        )
         self.record_button.grid(row=0, column=0, padx=(0, 6))
         ttk.Label(self, textvariable=self.elapsed, width=12).grid(row=0, column=1)
         self.level = ttk.Progressbar(
             self, length=120, maximum=-audio.LEVEL_FLOOR_DB, mode="determinate"
         )
         self.level.grid(row=0, column=2, padx=6)
-        self.cancel_button = ttk.Button(self, text="Cancel", command=self.cancel)
+        self.cancel_button = ttk.Button(
+            self, text="Cancel", width=BUTTON_WIDTH, command=self.cancel
+        )
         self.cancel_button.grid(row=0, column=3)
-        self.send_button = ttk.Button(self, text="Send voice", command=self.finish)
+        self.send_button = ttk.Button(
+            self, text="Send voice", width=BUTTON_WIDTH, command=self.finish
+        )
         self.send_button.grid(row=0, column=4, padx=(6, 0))
         self.upload = ttk.Progressbar(self, length=100, mode="determinate")
         self.upload.grid(row=0, column=5, padx=(12, 0))
@@ -208,14 +218,22 @@ class PlayerBar(ttk.Frame):
             self.reason.set(f"{exc} Voice messages can still be saved.")
 
         ttk.Label(self, textvariable=self.title).grid(row=0, column=0, sticky="w")
-        self.play_button = ttk.Button(self, text="▶ Play", command=self.play)
+        self.play_button = ttk.Button(
+            self, text="▶ Play", width=BUTTON_WIDTH, command=self.play
+        )
         self.play_button.grid(row=0, column=1, padx=(8, 0))
-        self.pause_button = ttk.Button(self, text="❚❚ Pause", command=self.pause)
+        self.pause_button = ttk.Button(
+            self, text="❚❚ Pause", width=BUTTON_WIDTH, command=self.pause
+        )
         self.pause_button.grid(row=0, column=2, padx=(4, 0))
-        self.stop_button = ttk.Button(self, text="■ Stop", command=self.stop)
+        self.stop_button = ttk.Button(
+            self, text="■ Stop", width=BUTTON_WIDTH, command=self.stop
+        )
         self.stop_button.grid(row=0, column=3, padx=(4, 0))
         ttk.Label(self, textvariable=self.position, width=11).grid(row=0, column=4)
-        self.save_button = ttk.Button(self, text="Save…", command=self.save)
+        self.save_button = ttk.Button(
+            self, text="Save…", width=BUTTON_WIDTH, command=self.save
+        )
         self.save_button.grid(row=0, column=5, padx=(4, 0))
         self.download = ttk.Progressbar(self, length=100, mode="determinate")
         self.download.grid(row=0, column=6, padx=(12, 0))
