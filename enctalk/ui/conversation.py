@@ -64,7 +64,8 @@ class ConversationView(ttk.Frame):
         self.on_top = on_top
         self.on_retry = on_retry
         self.on_audio = on_audio
-        # Called with the entry and the screen position of a right-click.
+        # Called with an entry and the screen position for its menu, on a
+        # right-click or the menu key.
         self.on_menu = on_menu
         self.audio_entries: dict[str, HistoryEntry] = {}
         self.entries: dict[str, HistoryEntry] = {}
@@ -97,6 +98,12 @@ class ConversationView(ttk.Frame):
         self.system_font.configure(slant="italic")
         self._configure_tags()
         self.text.bind("<Button-3>", self._right_clicked)
+        # The menu key is "Menu" on X11 and "App" on Windows.
+        for sequence in ("<Shift-F10>", "<Key-Menu>", "<Key-App>"):
+            try:
+                self.text.bind(sequence, self._menu_key)
+            except tk.TclError:
+                pass
 
     def _configure_tags(self) -> None:
         text = self.text
@@ -347,6 +354,16 @@ class ConversationView(ttk.Frame):
         entry = self.entry_at(self.text.index(f"@{event.x},{event.y}"))
         if entry is not None and self.on_menu is not None:
             self.on_menu(entry, event.x_root, event.y_root)
+
+    def _menu_key(self, _event: tk.Event[tk.Text]) -> str:
+        """Open the menu of the entry at the insertion cursor (arrow keys move it)."""
+        entry = self.entry_at("insert")
+        box = self.text.bbox("insert")
+        if entry is not None and self.on_menu is not None and box is not None:
+            x = self.text.winfo_rootx() + box[0]
+            y = self.text.winfo_rooty() + box[1] + box[3]
+            self.on_menu(entry, x, y)
+        return "break"
 
     def text_content(self) -> str:
         """Return the shown text (for tests and diagnostics)."""

@@ -301,6 +301,11 @@ class ChatModel:
             row.muted = False
             row.left_reason = _left_reason(data)
         effects = [Effect(GROUP, dict(data)), Effect(CONTACTS)]
+        added_me = data.get("action") == "add" and data.get("target") == self.me
+        if added_me and conversation != self.current:
+            # A new group gets noticed like a message.
+            row.unread += 1
+            effects.append(Effect(BELL))
         if conversation == self.current:
             line = HistoryEntry(
                 conversation=conversation,

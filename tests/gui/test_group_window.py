@@ -24,6 +24,7 @@ from enctalk.client.audio import INT16_FULL_SCALE
 from enctalk.client.core import Client
 from enctalk.client.errors import ClientError
 from enctalk.client.events import Event
+from enctalk.client.history import HistoryEntry
 from enctalk.ui import theme
 from enctalk.ui.app import App
 from enctalk.ui.group_dialogs import NewGroupDialog, RenameGroupDialog
@@ -140,10 +141,11 @@ def test_group_message_unread_then_shown(app, others):
     group_id = teacher_group_with_sam(others)
     view = window(app)
     conversation = "#" + group_id
-    assert run_until(app.root, lambda: view.tree.exists(conversation))
-    others["teacher"].send_group_text(group_id, "Homework is page 12", 10)
+    # Being added counts as the first unread line.
     assert run_until(app.root, lambda: view.tree.set(conversation, "unread") == "1")
-    assert app.root.title().startswith("(1)")
+    others["teacher"].send_group_text(group_id, "Homework is page 12", 10)
+    assert run_until(app.root, lambda: view.tree.set(conversation, "unread") == "2")
+    assert app.root.title().startswith("(2)")
 
     view.select(conversation)
     assert run_until(app.root, lambda: "Homework is page 12" in shown_text(app))
@@ -531,3 +533,20 @@ def test_message_menu_offers_delete_by_role(app, others):
     assert line.kind == "system"
     view.fill_message_menu(line)
     assert menu_labels(view.message_menu) == ["Copy text"]
+
+
+def test_menu_key_opens_entry_menu_at_cursor(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    opened: list[HistoryEntry] = []
+    view.conversation.on_menu = lambda entry, _x, _y: opened.append(entry)
+    text = view.conversation.text
+    text.mark_set("insert", text.search("teacher added you", "1.0"))
+    text.see("insert")
+    text.focus_force()
+    app.root.update()
+    text.event_generate("<Shift-F10>")
+    app.root.update()
+    assert len(opened) == 1
+    assert opened[0].kind == "system"
+    assert opened[0].body == "teacher added you"

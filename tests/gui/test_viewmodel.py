@@ -188,7 +188,7 @@ def test_group_update_in_open_group_appends_system_line():
 def test_group_update_elsewhere_only_refreshes():
     model = ChatModel("sam")
     model.open("bob")
-    effects = model.apply(group_update(2))
+    effects = model.apply(group_update(2, target="kim"))
     assert viewmodel.APPEND not in kinds(effects)
     assert viewmodel.GROUP in kinds(effects)
     assert model.groups[GROUP].unread == 0
@@ -250,3 +250,14 @@ def test_opening_group_clears_its_unread():
     model.open(GROUP)
     assert model.groups[GROUP].unread == 0
     assert model.current_group() is model.groups[GROUP]
+
+
+def test_being_added_to_group_counts_unread():
+    model = ChatModel("sam")
+    model.open("bob")
+    effects = model.apply(group_update(2, action="add", target="sam"))
+    assert model.groups[GROUP].unread == 1
+    assert viewmodel.BELL in kinds(effects)
+    others = model.apply(group_update(3, action="add", target="kim"))
+    assert model.groups[GROUP].unread == 1
+    assert viewmodel.BELL not in kinds(others)
