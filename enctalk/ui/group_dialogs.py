@@ -164,10 +164,15 @@ class MemberPicker(ttk.Frame):
                 chosen.append(name)
         return chosen, invalid
 
-    def keep_only(self, failed: list[str]) -> None:
-        """Clear the choice except ``failed``, which go back into the field."""
+    def keep_only(self, added: list[str], failed: list[str]) -> None:
+        """Drop the ``added`` names from the list; put ``failed`` in the field."""
         if self.listbox is not None:
             self.listbox.selection_clear(0, "end")
+            for name in added:
+                if name in self.names:
+                    index = self.names.index(name)
+                    self.names.pop(index)
+                    self.listbox.delete(index)
         self.typed.set(", ".join(failed))
 
     def focus_first(self) -> None:
@@ -252,7 +257,8 @@ class AddMembersDialog(_Dialog):
             self.destroy()
             return
         self.result.set(describe_results(results))
-        self.picker.keep_only(failed)
+        added = [name for name, error in results if error is None]
+        self.picker.keep_only(added, failed)
         self.picker.entry.focus_set()
 
     def _failed(self, error: BaseException) -> None:

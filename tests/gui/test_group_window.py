@@ -289,10 +289,11 @@ def group_events(group_id: str) -> Callable[[Event], bool]:
 def test_owner_creates_and_moderates_group(app, others, desktop):
     view = window(app)
     kim = others["kim"]
+    # kim is picked from the contacts; a typed name that has no account fails.
     dialog = NewGroupDialog(
         view,
         app,
-        [],
+        ["teacher", "kim"],
         view._group_created,
         view.group_actions.load_members,
     )
@@ -301,11 +302,21 @@ def test_owner_creates_and_moderates_group(app, others, desktop):
     assert run_until(app.root, lambda: dialog.group_id != "")
     group_id = dialog.group_id
     assert run_until(app.root, lambda: hasattr(dialog, "picker"))
-    dialog.picker.typed.set("kim, nobody-here")
+    listbox = dialog.picker.listbox
+    assert listbox is not None
+    assert listbox.get(0, "end") == ("kim", "teacher")
+    listbox.selection_set(0)
+    dialog.picker.typed.set("nobody-here")
+    app.root.update()
+    desktop.screenshot("add-members")
     dialog.submit()
     assert run_until(app.root, lambda: "Not added nobody-here" in dialog.result.get())
     assert "Added kim." in dialog.result.get()
     assert dialog.picker.typed.get() == "nobody-here"
+    assert listbox.curselection() == ()
+    assert listbox.get(0, "end") == ("teacher",)
+    app.root.update()
+    desktop.screenshot("add-members-result")
     dialog.destroy()
     wait_for_event(kim.events, group_events(group_id))
 
