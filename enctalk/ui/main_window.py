@@ -553,8 +553,9 @@ class MainWindow(ttk.Frame):
             self.members_button.grid()
             self.group_button.grid()
             self._show_group_state(group)
+            # open() fetches the members already.
             self.group_actions.open(group)
-            self._place_member_panel()
+            self._place_member_panel(load=False)
         self._update_group_menu()
         self.refresh_contacts()
         client = self.app.client
@@ -821,11 +822,13 @@ class MainWindow(ttk.Frame):
         self.show_members.set(not self.show_members.get())
         self._place_member_panel()
 
-    def _place_member_panel(self) -> None:
+    def _place_member_panel(self, load: bool = True) -> None:
+        """Show or hide the member panel; with ``load``, fetch the members too."""
         panel = self.group_actions.panel
         if self.members_shown():
             panel.grid()
-            self.group_actions.load_members()
+            if load:
+                self.group_actions.load_members()
         else:
             panel.grid_remove()
 
