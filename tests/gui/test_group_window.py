@@ -41,14 +41,26 @@ TIMEOUT = 20.0
 
 
 def run_until(root: tk.Tk, predicate: Callable[[], object], timeout=TIMEOUT) -> bool:
+    """Run the Tk loop until ``predicate`` holds; False after ``timeout`` s.
+
+    A TclError counts as not yet: the row or widget asked about may not
+    exist until the event that makes it has been handled.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         root.update()
-        if predicate():
+        if _holds(predicate):
             return True
         time.sleep(0.01)
     root.update()
-    return bool(predicate())
+    return _holds(predicate)
+
+
+def _holds(predicate: Callable[[], object]) -> bool:
+    try:
+        return bool(predicate())
+    except tk.TclError:
+        return False
 
 
 def headless(tmp_path: Path, server: ServerProcess, name: str) -> Client:
