@@ -547,6 +547,9 @@ def _is_int(value: Any) -> bool:
 
 def _parse_payload(plaintext: bytes, message_id: str) -> dict[str, Any]:
     payload = json.loads(plaintext.decode("utf-8"))
+    # A JSON escape can carry a lone surrogate, which no terminal, Tk or
+    # UTF-8 file can take; encoding raises UnicodeEncodeError, a ValueError.
+    json.dumps(payload, ensure_ascii=False).encode("utf-8")
     if not isinstance(payload, dict) or payload.get("kind") not in ("text", "audio"):
         raise ValueError("payload is not a text or audio message")
     if payload["kind"] == "audio":

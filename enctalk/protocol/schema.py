@@ -61,6 +61,7 @@ MAX_BUNDLE_USERS = 500
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SNAKE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _HEX_ID = re.compile(f"[0-9a-f]{{{ATTACHMENT_ID_LENGTH}}}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def b64(data: bytes) -> str:
@@ -88,8 +89,9 @@ class Text(Field):
     """A string of ``min_length`` to ``max_length`` characters.
 
     Control characters (Unicode category Cc) are rejected unless
-    ``multiline`` allows line feeds and tabs; a lone surrogate cannot occur
-    because frames are strict UTF-8.
+    ``multiline`` allows line feeds and tabs. Surrogates are always
+    rejected: strict UTF-8 cannot carry one, but a JSON ``\\ud800`` escape
+    can, and such a string cannot be encoded again.
     """
 
     max_length: int = MAX_NAME_LENGTH
@@ -112,6 +114,8 @@ class Text(Field):
             )
         if self.pattern is not None and not self.pattern.fullmatch(value):
             raise _invalid(path, "has an invalid format")
+        if _SURROGATE.search(value):
+            raise _invalid(path, "contains a lone surrogate")
         if self.control_allowed:
             return value
         allowed = "\n\t" if self.multiline else ""

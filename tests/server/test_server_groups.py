@@ -7,6 +7,7 @@ with it; an operation signed with any other key is a forgery.
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from typing import Any
 
@@ -312,3 +313,38 @@ def test_group_peers_see_presence_after_login(room, clients):
     push = sam.wait_push("presence")
     assert push["username"] == "kim"
     assert push["online"] is True
+
+
+def test_group_create_at_index_two_is_invalid_not_exists(clients):
+    ada = clients.with_device("ada")
+    op = GroupState.empty(GROUP).next_op("ada", CREATE, value="x")
+    forged = sign_op(TEST_AIK, GroupOp(**{**op.__dict__, "index": 2}))
+    reply = ada.request("group_op", op=forged.to_wire())
+    assert reply["code"] == "invalid_group_op"
+
+
+def send_json(client: WireClient, frame: dict[str, Any]) -> dict[str, Any]:
+    """Send ``frame`` as ASCII JSON, which writes a lone surrogate as an escape."""
+    raw = json.dumps(frame).encode("ascii")
+    client.send_raw(len(raw).to_bytes(4, "big") + raw)
+    return client.reply_to(frame["id"])
+
+
+def test_lone_surrogate_in_a_text_field_is_invalid_frame(clients):
+    ada = clients.with_device("ada")
+    eve = clients.with_device("eve")
+    op = GroupState.empty(GROUP).next_op("ada", CREATE, value="x")
+    wire = {
+        key: base64.urlsafe_b64encode(value).decode()
+        if isinstance(value, bytes)
+        else value
+        for key, value in sign_op(TEST_AIK, op).to_wire().items()
+    }
+    wire["value"] = "Class \ud800"
+    reply = send_json(ada, {"type": "group_op", "id": 77, "op": wire})
+    assert reply["code"] == "invalid_frame"
+    assert "surrogate" in reply["message"]
+    upload = {"type": "attachment_create", "id": 78, "to": "#\ud800", "size": 5}
+    assert send_json(eve, upload)["code"] == "invalid_frame"
+    other = clients.with_device("sam")
+    assert other.call("ping")["type"] == "ok"
