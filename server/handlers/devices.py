@@ -119,8 +119,9 @@ def upload_prekeys(services: Services, request: Request) -> Outcome:
 def fetch_bundles(services: Services, request: Request) -> Outcome:
     session = require_session(request)
     outcome = Outcome()
+    peers = services.store.group_peers(session.user_id)
     outcome.reply = _user_bundles(
-        services, session.device_id, request.fields["username"], outcome
+        services, session, request.fields["username"], outcome, peers
     )
     return outcome
 
@@ -130,9 +131,11 @@ def fetch_bundle_set(services: Services, request: Request) -> Outcome:
     session = require_session(request)
     outcome = Outcome()
     users = []
+    peers = services.store.group_peers(session.user_id)
     for raw in dict.fromkeys(request.fields["usernames"]):
-        # An account still waiting for its setup code has no keys yet.
-        bundles = _user_bundles(services, session.device_id, raw, outcome, True)
+        # Accounts still waiting for their setup code have no keys, and
+        # strangers get none: both are left out.
+        bundles = _user_bundles(services, session, raw, outcome, peers, True)
         if bundles is not None:
             users.append(bundles)
     outcome.reply = {"users": users}
@@ -166,15 +169,18 @@ def lookup_identities(services: Services, request: Request) -> Outcome:
 
 def _user_bundles(
     services: Services,
-    own_device: int | None,
+    session: Session,
     raw_name: str,
     outcome: Outcome,
-    skip_pending: bool = False,
+    peers: set[int],
+    skip: bool = False,
 ) -> dict[str, Any] | None:
     """Take one bundle per active device of a user; queue prekeys_low frames.
 
-    An account waiting for setup has no keys: ``setup_required``, or None
-    with ``skip_pending``.
+    Each bundle uses up a one-time prekey, so only the account itself, its
+    contacts and the members of its groups (``peers``) get them:
+    ``not_a_contact`` for anyone else. An account waiting for setup has no
+    keys: ``setup_required``. With ``skip`` both return None instead.
     """
     try:
         username = canonical_username(raw_name)
@@ -184,7 +190,7 @@ def _user_bundles(
     if user is None:
         raise HandlerError(errors.USER_NOT_FOUND, f"There is no user {username}.")
     if user.pending_setup:
-        if skip_pending:
+        if skip:
             return None
         logger.info("no bundles for %s, which is waiting for setup", username)
         raise HandlerError(
@@ -192,7 +198,23 @@ def _user_bundles(
             f"{username} has not redeemed the setup code yet, so the account "
             "has no keys.",
         )
-    bundles = services.store.take_bundles(user.id, own_device, services.active_since)
+    related = (
+        user.id == session.user_id
+        or user.id in peers
+        or services.store.is_contact(session.user_id, user.id)
+    )
+    if not related:
+        if skip:
+            return None
+        logger.info("no bundles of %s for %s: no contact", username, session.username)
+        raise HandlerError(
+            errors.NOT_A_CONTACT,
+            f"{username} is neither a contact nor in a group with you, so the "
+            "server does not hand out their keys.",
+        )
+    bundles = services.store.take_bundles(
+        user.id, session.device_id, services.active_since
+    )
     devices = []
     for bundle in bundles:
         one_time = None

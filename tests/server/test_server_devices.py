@@ -27,6 +27,7 @@ def test_register_device_binds_session(clients: Clients) -> None:
 def test_fetch_bundles_consumes_one_time_prekeys(clients: Clients) -> None:
     bob = clients.with_device("bob", prekeys=2)
     alice = clients.with_device("alice")
+    alice.call("add_contact", username="bob")
 
     first = alice.call("fetch_bundles", username="bob")
     assert first["username"] == "bob"
@@ -42,6 +43,7 @@ def test_fetch_bundles_consumes_one_time_prekeys(clients: Clients) -> None:
 def test_fetch_bundles_pushes_prekeys_low(clients: Clients) -> None:
     bob = clients.with_device("bob", prekeys=21)
     alice = clients.with_device("alice")
+    alice.call("add_contact", username="bob")
     alice.call("fetch_bundles", username="bob")
     assert not [p for p in bob.pushes if p["type"] == "prekeys_low"]
     alice.call("fetch_bundles", username="bob")
@@ -150,6 +152,7 @@ def test_logout_sets_presence_offline(clients: Clients) -> None:
 def test_upload_prekeys_replaces_signed_prekey(clients: Clients) -> None:
     bob = clients.with_device("bob")
     alice = clients.with_device("alice")
+    alice.call("add_contact", username="bob")
     new_key = random_key()
     bob.call(
         "upload_prekeys",
@@ -190,6 +193,7 @@ def test_register_device_rejects_bad_signature(clients: Clients, broken: str) ->
 def test_upload_prekeys_rejects_bad_signature(clients: Clients) -> None:
     bob = clients.with_device("bob")
     alice = clients.with_device("alice")
+    alice.call("add_contact", username="bob")
     forged = signed_prekey_fields(9, AccountIdentity.generate())
     reply = bob.request("upload_prekeys", signed_prekey=forged, one_time_prekeys=[])
     assert reply["code"] == "invalid_signature"
@@ -197,3 +201,15 @@ def test_upload_prekeys_rejects_bad_signature(clients: Clients) -> None:
     bundle = alice.call("fetch_bundles", username="bob")["devices"][0]
     assert bundle["signed_prekey"]["id"] == 1
     assert bob.call("ping")["type"] == "ok"
+
+
+def test_fetch_bundles_of_a_stranger_is_refused(clients: Clients) -> None:
+    bob = clients.with_device("bob", prekeys=2)
+    mallory = clients.with_device("mallory")
+    refused = mallory.request("fetch_bundles", username="bob")
+    assert refused["code"] == "not_a_contact"
+    listed = mallory.call("fetch_bundle_set", usernames=["bob", "mallory"])
+    assert [user["username"] for user in listed["users"]] == ["mallory"]
+    bob.call("add_contact", username="mallory")
+    first = mallory.call("fetch_bundles", username="bob")["devices"][0]
+    assert first["one_time_prekey"]["id"] == 1
