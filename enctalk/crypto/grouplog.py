@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -80,6 +81,19 @@ ACTIONS = (
     DELETE,
 )
 
+# Characters that are invisible or reorder text (controls, format
+# characters such as bidi overrides and zero-width spaces, surrogates):
+# a name with them can look like another one.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+_VERBS = {
+    ADD: "add members",
+    REMOVE: "remove members",
+    RENAME: "rename the group",
+    MUTE: "mute members",
+    UNMUTE: "unmute members",
+    READ_ONLY: "change who may post",
+    DELETE: "delete the messages of others",
+}
 _GROUP_ID = re.compile(f"[0-9a-f]{{{GROUP_ID_LENGTH}}}")
 _MESSAGE_REF = re.compile(
     r"([^/]{1,64})/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
@@ -371,7 +385,7 @@ class GroupState:
 
     def _require_moderator(self, op: GroupOp) -> None:
         if not self.is_moderator(op.actor):
-            verb = op.action.replace("_", " ")
+            verb = _VERBS.get(op.action, op.action.replace("_", " "))
             raise GroupOpError(f"{op.actor} is not a moderator, so cannot {verb}.")
 
     def _require_ordinary_target(self, op: GroupOp, verb: str) -> None:
@@ -424,8 +438,10 @@ def _check_shape(op: GroupOp) -> None:
             raise GroupOpError(
                 f"A group name needs 1 to {MAX_GROUP_NAME_LENGTH} characters."
             )
-        if any(char < " " or "\x7f" <= char <= "\x9f" for char in name):
-            raise GroupOpError("A group name cannot contain control characters.")
+        if any(unicodedata.category(char) in _HIDDEN_CATEGORIES for char in name):
+            raise GroupOpError(
+                "A group name cannot contain control, format or direction characters."
+            )
     elif op.action == SET_ROLE:
         if op.value not in (MODERATOR, MEMBER):
             raise GroupOpError("A role is either moderator or member.")

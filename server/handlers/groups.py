@@ -116,9 +116,14 @@ def group_op(services: Services, request: Request) -> Outcome:
     row = store.group(op.group_id)
     user_ids = {session.username: session.user_id}
     if op.action == CREATE:
-        if row is not None or op.index != 1:
+        if row is not None:
             raise HandlerError(
                 errors.GROUP_EXISTS, f"A group with id {op.group_id} already exists."
+            )
+        if op.index != 1:
+            raise HandlerError(
+                errors.INVALID_GROUP_OP,
+                "A create must be operation 1 of a new group's log.",
             )
         user = store.user_by_id(session.user_id)
         if user is None or not policy.may_create_groups(services.config, user):

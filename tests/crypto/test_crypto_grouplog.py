@@ -156,3 +156,14 @@ def test_group_state_survives_a_json_round_trip(log: Log) -> None:
 def test_group_op_lines_name_actor_and_target(log: Log) -> None:
     op = log.op("ada", ADD, "zoe")
     assert describe_op(op, {"ada": "Ms Ada", "zoe": "Zoe"}) == "Ms Ada added Zoe"
+
+
+@pytest.mark.parametrize("name", ["abc\u202egpj.exe", "zero\u200bwidth", "\u2066x"])
+def test_group_name_with_hidden_characters_is_refused(log: Log, name: str) -> None:
+    with pytest.raises(GroupOpError, match="direction characters"):
+        log.state.apply(log.op("ada", "rename", value=name))
+
+
+def test_group_refusal_names_the_right_action(log: Log) -> None:
+    with pytest.raises(GroupOpError, match="cannot change who may post"):
+        log.state.apply(log.op("sam", READ_ONLY, value="on"))
