@@ -126,10 +126,21 @@ def _check_throttle(services: Services, keys: list[str]) -> None:
         )
 
 
-def _record_failure(services: Services, keys: list[str], reason: str) -> None:
+def _record_failure(
+    services: Services, keys: list[str], reason: str, user: User | None
+) -> None:
+    """Count a failed attempt; log it without the name of an unknown account.
+
+    A name that matches no account may be a password typed into the
+    username field, so the log names only the address then.
+    """
     now = now_ms()
     services.store.record_failure(keys, now, now - FORGET_FAILURES_MS)
-    logger.info("rejected attempt (%s) for %s", reason, ", ".join(keys))
+    shown = [
+        "an unknown user" if user is None and key.startswith("user:") else key
+        for key in keys
+    ]
+    logger.info("rejected attempt (%s) for %s", reason, ", ".join(shown))
 
 
 def _verify(services: Services, user: User | None, auth_key: bytes) -> bool:
@@ -217,7 +228,7 @@ def login(services: Services, request: Request) -> Outcome:
                 "This account is waiting for its setup code. Choose 'I have a "
                 "setup code' and type the code your teacher gave you.",
             )
-        _record_failure(services, keys, "invalid credentials")
+        _record_failure(services, keys, "invalid credentials", user)
         raise HandlerError(
             errors.INVALID_CREDENTIALS, "The username or password is wrong."
         )
@@ -281,7 +292,7 @@ def change_password(services: Services, request: Request) -> Outcome:
 
     user = services.store.user_by_id(session.user_id)
     if not _verify(services, user, fields["old_auth_key"]):
-        _record_failure(services, keys, "wrong old password")
+        _record_failure(services, keys, "wrong old password", user)
         raise HandlerError(errors.INVALID_CREDENTIALS, "The old password is wrong.")
     services.store.clear_failures(keys)
 
@@ -331,7 +342,7 @@ def redeem_reset(services: Services, request: Request) -> Outcome:
         or not hmac.compare_digest(pending[0], code_hash)
         or pending[1] < now
     ):
-        _record_failure(services, keys, "invalid reset code")
+        _record_failure(services, keys, "invalid reset code", user)
         raise invalid
 
     if user.disabled:
@@ -380,7 +391,7 @@ def _redeem_setup(
         )
         or stored[1] < now_ms()
     ):
-        _record_failure(services, keys, "invalid setup code")
+        _record_failure(services, keys, "invalid setup code", user)
         raise _invalid_setup_code()
 
     if user.disabled:

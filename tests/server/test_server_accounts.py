@@ -301,3 +301,20 @@ def test_backup_upload_clears_stale_flag(clients: Clients) -> None:
     fetched = alice.call("fetch_backup")
     assert fetched["backup_stale"] is False
     assert _unb64(fetched["backup"]) == b"second"
+
+
+def test_login_with_unknown_name_does_not_log_the_name(
+    clients: Clients, caplog: pytest.LogCaptureFixture
+) -> None:
+    clients.register("alice")
+    client = clients.connect()
+    caplog.set_level("INFO", logger="server.handlers.accounts")
+    typed = "hunter2secret"
+    reply = client.request("login", username=typed, auth_key=auth_key(typed, "x"))
+    wrong = client.request("login", username="alice", auth_key=random_key())
+    assert reply["code"] == "invalid_credentials"
+    assert wrong["code"] == "invalid_credentials"
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert typed not in text
+    assert "an unknown user" in text
+    assert "user:alice" in text
