@@ -31,6 +31,7 @@ from server.handlers.base import (
     now_ms,
     require_device,
 )
+from server.handlers.messages import check_policy
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ def _contact_devices(services: Services, request: Request, name: str) -> set[int
         session.user_id, recipient.id
     ):
         raise HandlerError(errors.NOT_A_CONTACT, f"{to} is not one of your contacts.")
+    # Refused before the upload, not after it at the send.
+    check_policy(services, request, recipient)
     active_since = services.active_since
     devices = set(services.store.active_devices(recipient.id, active_since))
     devices |= set(services.store.active_devices(session.user_id, active_since))

@@ -240,7 +240,7 @@ def check_push_size(
         )
 
 
-def _check_policy(services: Services, request: Request, recipient: User) -> None:
+def check_policy(services: Services, request: Request, recipient: User) -> None:
     """Raise ``not_allowed`` if the lab policy forbids this direct message.
 
     The sender's row is read only under a restrictive policy. In the
@@ -281,7 +281,7 @@ def send(services: Services, request: Request) -> Outcome:
     if duplicate is not None:
         return duplicate
 
-    _check_policy(services, request, recipient)
+    check_policy(services, request, recipient)
     if recipient.id == session.user_id or not services.store.is_contact(
         session.user_id, recipient.id
     ):

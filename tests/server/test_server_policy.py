@@ -146,6 +146,8 @@ def test_staff_policy_blocks_send_between_existing_pupil_contacts(
     rejected = _send(pupil, "other", other.device_id)
     assert rejected["code"] == "not_allowed"
     assert "other is not one" in rejected["message"]
+    upload = pupil.request("attachment_create", to="other", size=1000)
+    assert upload["code"] == "not_allowed"
     assert [c["username"] for c in pupil.call("list_contacts")["contacts"]] == ["other"]
 
 
