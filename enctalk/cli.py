@@ -562,13 +562,20 @@ def _format_time(ms: int | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _format_entry(entry: HistoryEntry) -> str:
+def _count(number: int, noun: str) -> str:
+    """Return "1 member" or "3 members"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def _format_entry(entry: HistoryEntry, names: dict[str, str] | None = None) -> str:
+    """Return one history line; ``names`` maps usernames to display names."""
     when = _format_time(entry.server_time or entry.sent_at)
     body = printable_lines(entry.body)
     if entry.kind in ("notice", "system"):
         return f"[{when}] * {body}"
     state = f" ({entry.state})" if entry.direction == "out" and entry.state else ""
-    return f"[{when}] {printable(entry.sender)}: {body}{state}"
+    sender = (names or {}).get(entry.sender, entry.sender)
+    return f"[{when}] {printable(sender)}: {body}{state}"
 
 
 class _Runner:
@@ -873,6 +880,8 @@ class _Runner:
     def cmd_history(self) -> int:
         self.unlock()
         entries = self.client.history(self.args.user, self.args.limit)
+        # Group lines name their senders as the membership lines do.
+        names = self.client.display_names() if self.args.user.startswith("#") else {}
         for entry in entries:
             if self.args.json:
                 data = entry.to_dict()
@@ -882,7 +891,7 @@ class _Runner:
                     )
                 self.say(json.dumps(data, ensure_ascii=True, sort_keys=True))
             else:
-                self.say(_format_entry(entry))
+                self.say(_format_entry(entry, names))
         return EXIT_OK
 
     def cmd_groups(self) -> int:
@@ -900,7 +909,7 @@ class _Runner:
             extra = f"\t{','.join(flags)}" if flags else ""
             self.say(
                 f"{group.group_id}\t{printable(group.name)}\t{role}"
-                f"\t{group.members} members{extra}"
+                f"\t{_count(group.members, 'member')}{extra}"
             )
         return EXIT_OK
 
@@ -913,10 +922,7 @@ class _Runner:
 
     def cmd_group_add(self) -> int:
         self.online()
-        for user in self.args.users:
-            self.client.group_add(self.args.group_id, user)
-            self.say(f"Added {printable(user)}.")
-        return EXIT_OK
+        return self._for_each_user(self.client.group_add, "Added")
 
     def cmd_group_add_class(self) -> int:
         self.online()
@@ -928,10 +934,26 @@ class _Runner:
 
     def cmd_group_remove(self) -> int:
         self.online()
-        for user in self.args.users:
-            self.client.group_remove(self.args.group_id, user)
-            self.say(f"Removed {printable(user)}.")
-        return EXIT_OK
+        return self._for_each_user(self.client.group_remove, "Removed")
+
+    def _for_each_user(self, change: Callable[[str, str], None], done: str) -> int:
+        """Apply ``change`` to each named user; go on after a failure.
+
+        Each name is tried once, in order. Every failure is one line on
+        stderr, and the exit code is EXIT_ERROR if any failed.
+        """
+        failed = 0
+        for user in dict.fromkeys(self.args.users):
+            try:
+                change(self.args.group_id, user)
+            except ClientError as exc:
+                if exc.code in _CERTIFICATE_CODES or exc.code in _AUTH_CODES:
+                    raise
+                failed += 1
+                print(f"error: {printable(user)}: {_error_text(exc)}", file=sys.stderr)
+                continue
+            self.say(f"{done} {printable(user)}.")
+        return EXIT_ERROR if failed else EXIT_OK
 
     def cmd_group_send(self) -> int:
         self.online()

@@ -985,6 +985,11 @@ class Client:
                 key=lambda info: (info.role is None, info.name.casefold()),
             )
 
+    def display_names(self) -> dict[str, str]:
+        """Return the display names this device has seen, by username."""
+        with self._lock:
+            return dict(self._require_state().get("display_names", {}))
+
     def group_info(self, group_id: str) -> GroupInfo:
         with self._lock:
             return groups.info(self, _group_id(group_id))
@@ -1048,11 +1053,19 @@ class Client:
                     for m in members
                 ],
             )
-        added = []
+        added: list[str] = []
         for member in members:
             if member.username in current:
                 continue
-            self.group_add(gid, member.username)
+            try:
+                self.group_add(gid, member.username)
+            except ClientError as exc:
+                raise ClientError(
+                    exc.code,
+                    f"{len(added)} of the class were added; then adding "
+                    f"{member.username} failed: {exc.message}",
+                    details={"added": added},
+                ) from exc
             added.append(member.username)
         return added
 
@@ -1088,7 +1101,8 @@ class Client:
             if entry is None or entry.conversation != groups.conversation_of(gid):
                 raise ClientError(
                     codes.INVALID_MESSAGE,
-                    f"Message {message_id} is not a message of this group.",
+                    f"This device has no message {message_id} in this group; "
+                    "it may have been deleted already.",
                 )
             value = grouplog.message_ref(entry.sender, message_id)
         self._group_change(gid, grouplog.DELETE, value=value)

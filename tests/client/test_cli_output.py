@@ -55,3 +55,21 @@ def test_format_entry_cannot_forge_a_line():
     assert lines[1].startswith("    ")
     assert "\x1b" not in lines[1]
     assert "\\x1b" in lines[1]
+
+
+def test_format_entry_shows_display_name_escaped():
+    entry = HistoryEntry(
+        conversation="#" + "0" * 32,
+        kind="text",
+        direction="in",
+        sender="ada",
+        body="hello",
+        message_id="m2",
+        server_seq=2,
+        server_time=1,
+        sent_at=1,
+        state=None,
+    )
+    assert _format_entry(entry, {"ada": "Ms Ada"}).endswith("] Ms Ada: hello")
+    assert "\\u202e" in _format_entry(entry, {"ada": "Ada\u202e"})
+    assert _format_entry(entry).endswith("] ada: hello")

@@ -80,3 +80,19 @@ def test_cli_group_commands_report_bad_ids_and_permissions(server, tmp_path):
     owner_leaves = ada.run("group-leave", group_id)
     assert "owner cannot leave" in owner_leaves.stderr
     assert "Traceback" not in owner_leaves.stderr
+
+
+def test_cli_group_add_tries_each_name_once_and_reports_failures(server, tmp_path):
+    ada = Cli(tmp_path / "ada", server, PASSWORD_ALICE)
+    sam = Cli(tmp_path / "sam", server, PASSWORD_BOB)
+    assert ada.run("register", "ada").returncode == 0
+    assert sam.run("register", "sam").returncode == 0
+    group_id = ada.run("group-create", "Club").stdout.strip().splitlines()[-1]
+
+    result = ada.run("group-add", group_id, "sam", "sam", "nobody")
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["Added sam."]
+    assert result.stderr.count("error: ") == 1
+    assert "error: nobody:" in result.stderr
+    listing = ada.run("groups").stdout
+    assert "\t2 members" in listing
