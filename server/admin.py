@@ -317,22 +317,26 @@ def _print_import_table(
     )
 
 
+def _accounts(count: int) -> str:
+    return "1 account" if count == 1 else f"{count} accounts"
+
+
 def _print_import_summary(
     rows: list[RosterRow], existing: dict[str, User], new_codes: bool, expires: int
 ) -> None:
     created = sum(1 for row in rows if row.username not in existing)
     pending = len(rows) - created
     print()
-    print(f"Created {created} accounts waiting for setup.")
+    print(f"Created {_accounts(created)} waiting for setup.")
     if pending and new_codes:
         print(
-            f"{pending} accounts were already waiting for setup; they got new codes "
+            f"{_accounts(pending)} already waiting for setup got new codes, "
             "and their previous codes no longer work."
         )
     elif pending:
         print(
-            f"{pending} accounts were already waiting for setup; their codes are "
-            "unchanged (import with --new-codes to replace them)."
+            f"{_accounts(pending)} already waiting for setup kept their codes "
+            "(import with --new-codes to replace them)."
         )
     if created or new_codes:
         print(f"New codes are valid until {_time(expires)}.")
