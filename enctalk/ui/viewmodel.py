@@ -283,11 +283,14 @@ class ChatModel:
         if username == self.me:
             return []
         online = bool(data["online"])
-        self.contact(username).online = online
-        return [
-            Effect(CONTACTS),
-            Effect(PRESENCE, {"username": username, "online": online}),
-        ]
+        effects = [Effect(PRESENCE, {"username": username, "online": online})]
+        # The server also reports members of a common group, who need not
+        # be contacts; only a contact has a row in the list.
+        row = self.contacts.get(username)
+        if row is not None:
+            row.online = online
+            effects.insert(0, Effect(CONTACTS))
+        return effects
 
     def _on_group_updated(self, data: dict[str, Any]) -> list[Effect]:
         conversation = str(data["conversation"])

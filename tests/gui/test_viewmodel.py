@@ -101,10 +101,21 @@ def test_delivery_update_records_state():
 
 def test_presence_change_updates_row():
     model = ChatModel("alice")
+    model.contact("bob")
     model.apply(Event("presence_changed", {"username": "bob", "online": True}))
     assert model.contacts["bob"].online
     model.apply(Event("presence_changed", {"username": "alice", "online": True}))
     assert "alice" not in model.contacts
+
+
+def test_presence_of_group_peer_adds_no_contact():
+    model = ChatModel("sam")
+    effects = model.apply(
+        Event("presence_changed", {"username": "kim", "online": False})
+    )
+    assert "kim" not in model.contacts
+    assert [effect.kind for effect in effects] == [viewmodel.PRESENCE]
+    assert effects[0].data == {"username": "kim", "online": False}
 
 
 def test_identity_change_unverifies_and_warns():
