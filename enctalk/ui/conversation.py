@@ -3,7 +3,9 @@
 Each entry gets a tag named by its key (the message id, or a local key
 until the core assigns one), and its delivery state sits in a range
 tagged ``state:KEY``, so a state change rewrites only that range, and a
-message deleted for everyone is removed by its tag. Group system lines
+message deleted for everyone is removed by its tag. A sender's name is
+tagged ``from:USERNAME``, so a group's display names, which arrive with
+its member list, replace the usernames in place. Group system lines
 (members added, muted, messages deleted) are centred in grey italics, apart
 from the messages. Text
 goes in through :func:`~enctalk.ui.formatting.display_text`, so every
@@ -72,6 +74,8 @@ class ConversationView(ttk.Frame):
         # Keys removed by a deletion, so a late copy is not shown again.
         self.deleted: set[str] = set()
         self.me = ""
+        # Display names by username, for the sender lines of a group.
+        self.sender_names: dict[str, str] = {}
         self.shown_keys: set[str] = set()
         self.aliases: dict[str, str] = {}
         self.failed: set[str] = set()
@@ -159,8 +163,13 @@ class ConversationView(ttk.Frame):
         own = entry.direction == "out"
         segments: Segments = [
             (
-                display_text(entry.sender),
-                ("sender_out" if own else "sender_in", "header", tag),
+                display_text(self.sender_name(entry.sender)),
+                (
+                    "sender_out" if own else "sender_in",
+                    "header",
+                    f"from:{entry.sender}",
+                    tag,
+                ),
             ),
             (f"  {when}", ("meta", "header", tag)),
         ]
@@ -269,6 +278,45 @@ class ConversationView(ttk.Frame):
         line = int(top_before.split(".")[0]) + added
         self.text.yview(f"{line}.0")
         return len(fresh)
+
+    # Sender names.
+
+    def sender_name(self, username: str) -> str:
+        """Return the display name of ``username`` if known, else the username."""
+        return self.sender_names.get(username) or username
+
+    def add_sender_names(self, names: dict[str, str]) -> None:
+        """Show ``names`` (display names by username) in place of usernames."""
+        changed = [
+            username
+            for username, name in names.items()
+            if name and self.sender_names.get(username) != name
+        ]
+        self.sender_names.update(
+            {username: name for username, name in names.items() if name}
+        )
+        for username in changed:
+            self._relabel_sender(username)
+
+    def forget_sender_names(self) -> None:
+        """Show usernames again, for a conversation that is not a group's."""
+        names, self.sender_names = self.sender_names, {}
+        for username in names:
+            self._relabel_sender(username)
+
+    def _relabel_sender(self, username: str) -> None:
+        ranges = self.text.tag_ranges(f"from:{username}")
+        if not ranges:
+            return
+        label = display_text(self.sender_name(username))
+        pairs = list(zip(ranges[0::2], ranges[1::2], strict=True))
+        self.text.configure(state="normal")
+        # From the end, so each replacement leaves the earlier indices valid.
+        for start, end in reversed(pairs):
+            tags = self.text.tag_names(start)
+            self.text.delete(start, end)
+            self.text.insert(start, label, tags)
+        self.text.configure(state="disabled")
 
     # Delivery states.
 

@@ -6,8 +6,11 @@ server, and carries the outcome out on the Tk main thread. Removing a
 member, leaving and deleting a message for everyone ask first. A failed
 action shows the core's sentence in the panel and the status line, never
 a traceback. The member list is fetched again after every change to the
-group and every :data:`MEMBER_REFRESH_MS`, because the server reports
-presence changes only between contacts.
+group and every :data:`MEMBER_REFRESH_MS`. Presence changes between
+fetches come as ``presence_changed`` events, which the server sends
+between members of a common group as well as between contacts. The
+display names in the member list also name the senders of the group's
+messages in the conversation.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# How often the open group's member list (and so its presence) is fetched.
+# How often the open group's member list is fetched, also to catch a
+# presence change that an event did not report.
 MEMBER_REFRESH_MS = 30_000
 
 
@@ -98,6 +102,12 @@ class GroupActions:
             if current is None or current.group_id != group_id:
                 return
             self.panel.show(current, self.window.model.me, members)
+            self.window.conversation.add_sender_names(
+                {
+                    str(member["username"]): str(member.get("display_name") or "")
+                    for member in members
+                }
+            )
             self.panel.message.set(
                 "" if current.member else "You are no longer a member."
             )
@@ -189,7 +199,7 @@ class GroupActions:
         if found is None:
             return
         client, row = found
-        shown = display_text(username)
+        shown = display_text(self.panel.member_name(username))
         question = (
             f"Remove {shown} from \u201c{display_text(row.name)}\u201d? They keep "
             "the messages they have, but get no new ones. You can add them again."
@@ -207,7 +217,7 @@ class GroupActions:
         verb = "Muting" if muted else "Unmuting"
         group_id = row.group_id
         self._run(
-            f"{verb} {display_text(username)}",
+            f"{verb} {display_text(self.panel.member_name(username))}",
             lambda: client.group_mute(group_id, username, muted),
         )
 
@@ -219,7 +229,7 @@ class GroupActions:
         goal = "a moderator" if role == MODERATOR else "an ordinary member"
         group_id = row.group_id
         self._run(
-            f"Making {display_text(username)} {goal}",
+            f"Making {display_text(self.panel.member_name(username))} {goal}",
             lambda: client.group_set_role(group_id, username, role),
         )
 
@@ -279,7 +289,8 @@ class GroupActions:
             question = "Delete your message for everyone in the group?"
         else:
             question = (
-                f"Delete this message from {display_text(entry.sender)} for "
+                "Delete this message from "
+                f"{display_text(self.panel.member_name(entry.sender))} for "
                 "everyone in the group? Every member sees that you deleted it."
             )
         if not self.confirm("Delete message", question):

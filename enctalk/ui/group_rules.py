@@ -26,6 +26,8 @@ from enctalk.ui.viewmodel import GroupRow
 _USERNAME_SEPARATORS = re.compile(r"[\s,;]+")
 
 ROLE_LABELS = {OWNER: "owner", MODERATOR: "moderator", MEMBER: "member"}
+# The member list shows the owner first, then moderators, then the others.
+ROLE_ORDER = {OWNER: 0, MODERATOR: 1, MEMBER: 2}
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,32 @@ def subtitle(row: GroupRow) -> str:
         parts.append("read-only")
     if row.muted:
         parts.append("you are muted")
+    return " · ".join(parts)
+
+
+def member_name(member: dict[str, Any]) -> str:
+    """Return the name to show for ``member``: its display name, else its username."""
+    return str(member.get("display_name") or member["username"])
+
+
+def sorted_members(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return ``members`` by role (owner, moderators, members), then by name."""
+    return sorted(
+        members,
+        key=lambda member: (
+            ROLE_ORDER.get(str(member["role"]), len(ROLE_ORDER)),
+            member_name(member).casefold(),
+            str(member["username"]),
+        ),
+    )
+
+
+def member_details(member: dict[str, Any]) -> str:
+    """Return the line about one member under its name: username and presence."""
+    parts = [f"username {member['username']}"]
+    parts.append("online" if member.get("online") else "offline")
+    if member.get("muted"):
+        parts.append("muted")
     return " · ".join(parts)
 
 

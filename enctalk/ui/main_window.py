@@ -305,7 +305,8 @@ class MainWindow(ttk.Frame):
         if entry.message_id is None:
             return
         duration = float((entry.attachment or {}).get("duration", 0.0))
-        title = f"{display_text(entry.sender)}: {display_text(entry.body)}"
+        sender = self.conversation.sender_name(entry.sender)
+        title = f"{display_text(sender)}: {display_text(entry.body)}"
         self.audio.player_bar.select(entry.message_id, title, duration)
 
     def toggle_recording(self) -> None:
@@ -533,6 +534,8 @@ class MainWindow(ttk.Frame):
         """Open ``conversation`` (a username or a group) and load its newest entries."""
         self.model.open(conversation)
         self.conversation.clear()
+        # A group's member list brings the display names of its senders.
+        self.conversation.forget_sender_names()
         self.pending = []
         self.loading_conversation = conversation
         self.has_older = False

@@ -1,7 +1,11 @@
 """The member list beside a group conversation, with the moderation controls.
 
-The panel shows the members the client core returns (name, presence,
-role, muted) and the actions this account may take on them, following
+The panel shows the members the client core returns (display name,
+presence, role, muted), the owner first, then moderators, then the
+others, each part by display name. The username of a member whose
+display name differs is in the row's tooltip and in the grey line under
+the list for the selected member. The panel also shows the actions this
+account may take on them, following
 :mod:`enctalk.ui.group_rules`. An action is hidden when it needs a role
 the account lacks (Add for members), and disabled when it only depends
 on the selected member. Actions on the whole group (rename, read-only)
@@ -20,6 +24,7 @@ from enctalk.crypto.grouplog import MEMBER, MODERATOR
 from enctalk.ui import group_rules, theme
 from enctalk.ui.formatting import display_text
 from enctalk.ui.group_rules import MemberActions
+from enctalk.ui.tooltip import TreeTooltip
 from enctalk.ui.viewmodel import GroupRow
 
 # Minimum width of the Add, Remove and Mute buttons, in average characters
@@ -47,6 +52,8 @@ class MemberPanel(ttk.Frame):
         self.row: GroupRow | None = None
         self.members: dict[str, dict[str, Any]] = {}
         self.title = tk.StringVar(value="Members")
+        # The selected member's username and presence, in grey under the list.
+        self.details = tk.StringVar()
         self.message = tk.StringVar()
         self._build()
 
@@ -68,7 +75,8 @@ class MemberPanel(ttk.Frame):
         self.tree.grid(row=1, column=0, columnspan=3, sticky="nsew")
         scrollbar.grid(row=1, column=3, sticky="ns")
         self.rowconfigure(1, weight=1)
-        self.tree.bind("<<TreeviewSelect>>", lambda _event: self._update_buttons())
+        self.tree.bind("<<TreeviewSelect>>", lambda _event: self._selection_changed())
+        self.tooltip = TreeTooltip(self.tree, self.member_tooltip)
         self.tree.bind("<Button-3>", self._right_clicked)
         # The menu key is "Menu" on X11 and "App" on Windows.
         for sequence in ("<Shift-F10>", "<Key-Menu>", "<Key-App>"):
@@ -93,13 +101,17 @@ class MemberPanel(ttk.Frame):
         self.leave_button = ttk.Button(
             self, text="Leave group…", command=self.actions.leave
         )
-        self.add_button.grid(row=2, column=0, sticky="ew", pady=(6, 0), padx=(0, 2))
-        self.remove_button.grid(row=2, column=1, sticky="ew", pady=(6, 0), padx=2)
-        self.mute_button.grid(
-            row=2, column=2, columnspan=2, sticky="ew", pady=(6, 0), padx=(2, 0)
+        self.details_label = ttk.Label(
+            self, textvariable=self.details, style="Muted.TLabel", wraplength=230
         )
-        self.role_button.grid(row=3, column=0, columnspan=4, sticky="ew", pady=(4, 0))
-        self.leave_button.grid(row=4, column=0, columnspan=4, sticky="ew", pady=(6, 0))
+        self.details_label.grid(row=2, column=0, columnspan=4, sticky="w", pady=(2, 0))
+        self.add_button.grid(row=3, column=0, sticky="ew", pady=(6, 0), padx=(0, 2))
+        self.remove_button.grid(row=3, column=1, sticky="ew", pady=(6, 0), padx=2)
+        self.mute_button.grid(
+            row=3, column=2, columnspan=2, sticky="ew", pady=(6, 0), padx=(2, 0)
+        )
+        self.role_button.grid(row=4, column=0, columnspan=4, sticky="ew", pady=(4, 0))
+        self.leave_button.grid(row=5, column=0, columnspan=4, sticky="ew", pady=(6, 0))
         self.message_label = ttk.Label(
             self,
             textvariable=self.message,
@@ -107,7 +119,7 @@ class MemberPanel(ttk.Frame):
             wraplength=230,
             justify="left",
         )
-        self.message_label.grid(row=5, column=0, columnspan=4, sticky="ew", pady=(4, 0))
+        self.message_label.grid(row=6, column=0, columnspan=4, sticky="ew", pady=(4, 0))
         self.message_label.bind(
             "<Configure>",
             lambda event: self.message_label.configure(
@@ -132,8 +144,10 @@ class MemberPanel(ttk.Frame):
     def _fill(self, members: list[dict[str, Any]]) -> None:
         selected = self.selected()
         self.members = {str(member["username"]): member for member in members}
+        if self.tooltip.row not in self.members:
+            self.tooltip.hide()
         self.tree.delete(*self.tree.get_children())
-        for member in members:
+        for member in group_rules.sorted_members(members):
             name = str(member["username"])
             self.tree.insert(
                 "",
@@ -145,14 +159,39 @@ class MemberPanel(ttk.Frame):
             )
         if selected in self.members:
             self.tree.selection_set(selected)
+        self._show_details()
         count = len(members)
         self.title.set(f"Members ({count})")
 
     def _name_label(self, member: dict[str, Any]) -> str:
-        name = str(member["username"])
         mark = "●" if member.get("online") else "○"
-        label = f"{mark} {display_text(name)}"
-        return f"{label} (you)" if name == self.me else label
+        label = f"{mark} {display_text(group_rules.member_name(member))}"
+        return f"{label} (you)" if member["username"] == self.me else label
+
+    def member_name(self, username: str) -> str:
+        """Return the display name of ``username`` if listed, else the username."""
+        member = self.members.get(username)
+        return group_rules.member_name(member) if member else username
+
+    def member_tooltip(self, username: str) -> str | None:
+        """Return a row's tooltip: the whole name, which a narrow row cuts off,
+        above the details line."""
+        member = self.members.get(username)
+        if member is None:
+            return None
+        return (
+            f"{group_rules.member_name(member)}\n{group_rules.member_details(member)}"
+        )
+
+    def _selection_changed(self) -> None:
+        self._show_details()
+        self._update_buttons()
+
+    def _show_details(self) -> None:
+        member = self.members.get(self.selected() or "")
+        self.details.set(
+            display_text(group_rules.member_details(member)) if member else ""
+        )
 
     def set_online(self, username: str, online: bool) -> None:
         """Show a presence change of a member, if it is listed."""
@@ -165,12 +204,16 @@ class MemberPanel(ttk.Frame):
             text=self._name_label(member),
             tags=("online" if online else "offline",),
         )
+        if username == self.selected():
+            self._show_details()
 
     def clear(self) -> None:
         self.row = None
         self.members = {}
+        self.tooltip.hide()
         self.tree.delete(*self.tree.get_children())
         self.title.set("Members")
+        self.details.set("")
         self.message.set("")
 
     def selected(self) -> str | None:
@@ -274,7 +317,7 @@ class MemberPanel(ttk.Frame):
             return
         menu = self.menu
         menu.delete(0, "end")
-        shown = display_text(name)
+        shown = display_text(self.member_name(name))
 
         if allowed.mute:
             menu.add_command(
