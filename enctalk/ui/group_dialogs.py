@@ -5,7 +5,9 @@ usernames that cannot exist), then runs the client call on the app's
 worker while a progress bar moves, and shows the core's error in plain
 words under the form. Adding several members makes one ``group_add``
 call per name, so one unknown name does not stop the others; the dialog
-then stays open with the names that failed.
+then stays open with the names that failed. A staff account can also add
+a whole class of the server's roster (:mod:`enctalk.ui.class_picker`);
+the dialog then stays open and says how many members the class brought.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from typing import TYPE_CHECKING
 
 from enctalk.client.errors import ClientError
 from enctalk.crypto.grouplog import MAX_GROUP_NAME_LENGTH
+from enctalk.ui.class_picker import (
+    ClassAdded,
+    ClassPicker,
+    add_class,
+    describe_class_added,
+    describe_class_failed,
+)
 from enctalk.ui.formatting import display_text, friendly_error
 from enctalk.ui.group_rules import parse_usernames
 
@@ -168,12 +177,18 @@ class MemberPicker(ttk.Frame):
         """Drop the ``added`` names from the list; put ``failed`` in the field."""
         if self.listbox is not None:
             self.listbox.selection_clear(0, "end")
-            for name in added:
-                if name in self.names:
-                    index = self.names.index(name)
-                    self.names.pop(index)
-                    self.listbox.delete(index)
+        self.drop(added)
         self.typed.set(", ".join(failed))
+
+    def drop(self, names: Iterable[str]) -> None:
+        """Remove ``names`` from the list of contacts, keeping the other choices."""
+        if self.listbox is None:
+            return
+        for name in names:
+            if name in self.names:
+                index = self.names.index(name)
+                self.names.pop(index)
+                self.listbox.delete(index)
 
     def focus_first(self) -> None:
         if self.listbox is not None:
@@ -208,6 +223,9 @@ class AddMembersDialog(_Dialog):
             text=f"Add members to \u201c{display_text(group_name)}\u201d",
             style="Title.TLabel",
         ).pack(anchor="w")
+        self.classes = ClassPicker(body, self.app, self.add_class)
+        self.classes.pack(fill="x", pady=(8, 0))
+        self.classes.load()
         self.picker = MemberPicker(body, contacts)
         self.picker.pack(fill="both", expand=True, pady=(8, 0))
         self.result = tk.StringVar()
@@ -241,17 +259,22 @@ class AddMembersDialog(_Dialog):
             self.error.set("Pick a contact or type a username.")
             return
         self.error.set("")
-        self._busy(self.progress, self.add_button, True)
+        self._set_busy(True)
         group_id = self.group_id
         self.app.worker.submit(
             lambda: add_members(self.app, group_id, names), self._added, self._failed
         )
 
+    def _set_busy(self, busy: bool) -> None:
+        """Show the progress bar and block both Add buttons while a call runs."""
+        self._busy(self.progress, self.add_button, busy)
+        self.classes.set_busy(busy)
+
     def _added(self, results: AddResults) -> None:
         self.on_done()
         if not self.alive():
             return
-        self._busy(self.progress, self.add_button, False)
+        self._set_busy(False)
         failed = [name for name, error in results if error is not None]
         if not failed:
             self.destroy()
@@ -264,8 +287,44 @@ class AddMembersDialog(_Dialog):
     def _failed(self, error: BaseException) -> None:
         if not self.alive():
             return
-        self._busy(self.progress, self.add_button, False)
+        self._set_busy(False)
         self.error.set(friendly_error(error))
+
+    def add_class(self, label: str) -> None:
+        """Add every account of the class ``label`` on the worker."""
+        client = self.app.client
+        if client is None:
+            self.error.set("You are logged out.")
+            return
+        self.error.set("")
+        self.result.set(
+            f"Adding class {display_text(label)}… This takes a few seconds for "
+            "a large class."
+        )
+        self._set_busy(True)
+        group_id = self.group_id
+        self.app.worker.submit(
+            lambda: add_class(client, group_id, label),
+            self._class_added,
+            lambda error: self._class_failed(label, error),
+        )
+
+    def _class_added(self, result: ClassAdded) -> None:
+        self.on_done()
+        if not self.alive():
+            return
+        self._set_busy(False)
+        self.result.set(describe_class_added(result))
+        self.picker.drop(result.added)
+
+    def _class_failed(self, label: str, error: BaseException) -> None:
+        # Some members may be in the group already, so the panel reloads.
+        self.on_done()
+        if not self.alive():
+            return
+        self._set_busy(False)
+        self.result.set("")
+        self.error.set(describe_class_failed(label, error))
 
     def finish(self) -> None:
         self.destroy()

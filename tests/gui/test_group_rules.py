@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from enctalk.client.errors import ClientError
 from enctalk.client.history import HistoryEntry
 from enctalk.ui import group_rules
+from enctalk.ui.class_picker import (
+    ClassAdded,
+    describe_class_added,
+    describe_class_failed,
+)
 from enctalk.ui.group_dialogs import describe_results, name_problem
 from enctalk.ui.group_rules import MemberActions
 from enctalk.ui.viewmodel import GroupRow
@@ -13,8 +19,14 @@ from enctalk.ui.viewmodel import GroupRow
 GROUP_ID = "0123456789abcdef0123456789abcdef"
 
 
-def member(name, role="member", muted=False):
-    return {"username": name, "role": role, "muted": muted, "online": True}
+def member(name, role="member", muted=False, display_name=None, online=True):
+    return {
+        "username": name,
+        "display_name": display_name or name,
+        "role": role,
+        "muted": muted,
+        "online": online,
+    }
 
 
 def message(sender, kind="text", state=None, server_seq=7, direction="in"):
@@ -161,3 +173,71 @@ def test_group_name_problem():
 def test_add_results_list_failures_after_added():
     text = describe_results([("kim", None), ("jo", "There is no user with that name.")])
     assert text == "Added kim.\nNot added jo: There is no user with that name."
+
+
+def test_member_name_prefers_display_name():
+    assert group_rules.member_name(member("pupil04", display_name="Pupil 04")) == (
+        "Pupil 04"
+    )
+    assert group_rules.member_name(member("kim", display_name="")) == "kim"
+    assert group_rules.member_name({"username": "jo", "role": "member"}) == "jo"
+
+
+def test_sorted_members_by_role_then_display_name():
+    members = [
+        member("pupil02", display_name="Pupil Two"),
+        member("bob", "moderator", display_name="Zed Moderator"),
+        member("pupil01", display_name="pupil one"),
+        member("ada", "owner", display_name="Ms Ada"),
+        member("pupil03", display_name="Pupil Three"),
+        member("amy", "moderator", display_name="Amy"),
+    ]
+    order = [item["username"] for item in group_rules.sorted_members(members)]
+    assert order == ["ada", "amy", "bob", "pupil01", "pupil03", "pupil02"]
+
+
+def test_sorted_members_ties_broken_by_username():
+    members = [
+        member("kim2", display_name="Kim"),
+        member("kim1", display_name="Kim"),
+    ]
+    order = [item["username"] for item in group_rules.sorted_members(members)]
+    assert order == ["kim1", "kim2"]
+
+
+def test_member_details_show_username_and_presence():
+    pupil = member("pupil04", display_name="Pupil 04", online=False)
+    assert group_rules.member_details(pupil) == "username pupil04 · offline"
+    muted = member("kim", muted=True)
+    assert group_rules.member_details(muted) == "username kim · online · muted"
+
+
+def test_class_added_counts_members_and_pending():
+    result = ClassAdded("7B", ("pupil01", "pupil02", "pupil03"), ("pupil03",))
+    assert describe_class_added(result) == (
+        "Added 3 members from class 7B. 1 of them has not used their setup "
+        "code yet and gets only the messages sent after that."
+    )
+
+
+def test_class_added_singular_and_several_pending():
+    one = ClassAdded("7B", ("pupil01",), ())
+    assert describe_class_added(one) == "Added 1 member from class 7B."
+    two = ClassAdded("7B", ("pupil01", "pupil02"), ("pupil01", "pupil02"))
+    assert "2 of them have not used their setup codes yet" in (
+        describe_class_added(two)
+    )
+
+
+def test_class_added_nobody_new():
+    result = ClassAdded("7B", (), ())
+    assert describe_class_added(result) == (
+        "Everyone in class 7B is in the group already."
+    )
+
+
+def test_class_failed_says_what_stays():
+    error = ClientError("unknown_contact", "The server has no class '9Z'.")
+    text = describe_class_failed("9Z", error)
+    assert text.startswith("Adding class 9Z failed: The server has no class '9Z'.")
+    assert "adding the class again adds the rest" in text
