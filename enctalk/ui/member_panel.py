@@ -66,7 +66,7 @@ class MemberPanel(ttk.Frame):
         self.tree = ttk.Treeview(
             self, columns=("role",), show="tree", selectmode="browse", height=6
         )
-        self.tree.column("#0", width=130, stretch=True)
+        self.tree.column("#0", width=165, stretch=True)
         self.tree.column("role", width=80, anchor="e", stretch=False)
         self.tree.tag_configure("online", foreground=theme.ONLINE_COLOUR)
         self.tree.tag_configure("offline", foreground=theme.MUTED)
