@@ -995,10 +995,14 @@ class Client:
             return groups.info(self, _group_id(group_id))
 
     def group_members(self, group_id: str) -> list[dict[str, Any]]:
-        """Return the verified members: username, display_name, role, muted, online.
+        """Return the verified members and how they are shown.
 
-        Roles and mutes come from this device's verified log; only
-        ``online`` comes from the server.
+        Each is a dict of username, display_name, role, muted, online and
+        pending: the account has not redeemed its setup code, so it gets
+        no messages until it has.
+
+        Roles and mutes come from this device's verified log; online,
+        pending and the display names come from the server.
         """
         gid = _group_id(group_id)
         self.wait_ready()
@@ -1006,9 +1010,11 @@ class Client:
             groups.sync_log(self, gid)
             state = groups.require_group(self, gid)
             online: dict[str, bool] = {}
+            pending: set[str] = set()
             if state.is_member(self._require_username()):
                 reply = self._request("group_members", group_id=gid)
                 online = {m["username"]: m["online"] for m in reply["members"]}
+                pending = {m["username"] for m in reply["members"] if m["pending"]}
                 groups.remember_names(self, reply["members"])
             names = self._require_state().get("display_names", {})
             self._save()
@@ -1020,6 +1026,7 @@ class Client:
                     "role": role,
                     "muted": name in state.muted,
                     "online": online.get(name, False),
+                    "pending": name in pending,
                 }
                 for name, role in sorted(
                     state.roles.items(), key=lambda item: (order[item[1]], item[0])

@@ -426,6 +426,7 @@ GROUP_MEMBER = Object(
         "muted": Boolean(),
         "online": Boolean(),
         "display_name": Optional(DISPLAY_NAME),
+        "pending": Optional(Boolean()),
     }
 )
 USER_BUNDLES = Object(

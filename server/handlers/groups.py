@@ -366,6 +366,7 @@ def group_members(services: Services, request: Request) -> Outcome:
             "muted": muted,
             "online": services.online.is_online(user_id),
             "display_name": (users[name].display_name if name in users else "") or name,
+            "pending": name in users and users[name].pending_setup,
         }
         for name, (user_id, role, muted) in sorted(row.members.items())
     ]

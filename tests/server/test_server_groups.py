@@ -348,3 +348,12 @@ def test_lone_surrogate_in_a_text_field_is_invalid_frame(clients):
     assert send_json(eve, upload)["code"] == "invalid_frame"
     other = clients.with_device("sam")
     assert other.call("ping")["type"] == "ok"
+
+
+def test_group_members_marks_accounts_waiting_for_setup(room):
+    group, ada, sam, _ = room
+    members = {
+        m["username"]: m for m in sam.call("group_members", group_id=GROUP)["members"]
+    }
+    assert members["ada"]["pending"] is False
+    assert members["ada"]["display_name"] == "ada"
