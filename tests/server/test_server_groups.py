@@ -27,6 +27,7 @@ from enctalk.crypto.grouplog import (
     sign_op,
 )
 from enctalk.crypto.keys import AccountIdentity
+from server.main import main
 
 GROUP = "00112233445566778899aabbccddeeff"
 
@@ -350,10 +351,17 @@ def test_lone_surrogate_in_a_text_field_is_invalid_frame(clients):
     assert other.call("ping")["type"] == "ok"
 
 
-def test_group_members_marks_accounts_waiting_for_setup(room):
+def test_group_members_marks_accounts_waiting_for_setup(room, data_dir, tmp_path):
     group, ada, sam, _ = room
-    members = {
-        m["username"]: m for m in sam.call("group_members", group_id=GROUP)["members"]
-    }
-    assert members["ada"]["pending"] is False
-    assert members["ada"]["display_name"] == "ada"
+    roster = tmp_path / "roster.csv"
+    roster.write_text("username,display_name,group,role\nzoe,Zoe Li,7B,\n")
+    assert (
+        main(["admin", "--data-dir", str(data_dir), "import-users", str(roster)]) == 0
+    )
+    group.submit(ada, "ada", ADD, "zoe")
+
+    listed = sam.call("group_members", group_id=GROUP)["members"]
+    members = {member["username"]: member for member in listed}
+    assert members["zoe"]["pending"] is True
+    assert members["zoe"]["display_name"] == "Zoe Li"
+    assert members["sam"]["pending"] is False
