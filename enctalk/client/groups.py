@@ -233,9 +233,8 @@ def display_names(client: Client, usernames: list[str]) -> dict[str, str]:
             logger.info("display names not fetched: %s", exc.code)
         else:
             remember_names(client, reply["users"])
-            for name in missing:
-                # Not listed (not set up yet): keep the username.
-                names.setdefault(name, name)
+    # A name not listed (an account not set up yet) stays the username
+    # for this line and is asked for again next time.
     return {name: names.get(name, name) for name in usernames if name}
 
 
@@ -373,6 +372,8 @@ def sync_log(client: Client, group_id: str) -> GroupState | None:
     # Operations before the first state this device stored were never
     # seen live, so an earlier key of their actor cannot be checked.
     catching_up = local_state(client, group_id) is None
+    if catching_up:
+        _prefetch_names(client, group_id)
     for _page in range(MAX_LOG_PAGES):
         state = local_state(client, group_id)
         epoch = 0 if state is None else state.epoch
@@ -391,6 +392,21 @@ def sync_log(client: Client, group_id: str) -> GroupState | None:
         if not reply["ops"] or epoch >= reply["epoch"]:
             return local_state(client, group_id)
     return local_state(client, group_id)
+
+
+def _prefetch_names(client: Client, group_id: str) -> None:
+    """Learn the members' display names before writing a whole log's lines.
+
+    lookup_identities leaves out accounts not set up yet, but
+    group_members names every member. A former member gets
+    ``group_not_found`` and keeps the usernames.
+    """
+    try:
+        reply = client._request("group_members", group_id=group_id)
+    except ClientError as exc:
+        logger.info("group %s: member names not fetched: %s", group_id, exc.code)
+        return
+    remember_names(client, reply["members"])
 
 
 def sync_all(client: Client) -> None:

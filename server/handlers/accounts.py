@@ -186,7 +186,17 @@ def register(services: Services, request: Request) -> Outcome:
             retry_after=wait,
         )
     username = _username(fields["username"])
-    if services.store.user_by_name(username) is not None:
+    existing = services.store.user_by_name(username)
+    if existing is not None and existing.pending_setup:
+        # A pupil who chose Register for the account a teacher made would
+        # otherwise pick another name and end up with a second account.
+        logger.info("rejected registration of %s: waiting for setup", username)
+        raise HandlerError(
+            errors.SETUP_REQUIRED,
+            f"The account {username} was made for you by your school. Choose "
+            "'I have a setup code' and type the code your teacher gave you.",
+        )
+    if existing is not None:
         raise HandlerError(errors.USERNAME_TAKEN, f"The username {username} is taken.")
     auth_hash = hash_auth_key(fields["auth_key"], services.config.bcrypt_cost)
     token, token_hash = new_token()

@@ -64,3 +64,39 @@ def test_class_from_roster_chats_in_a_group(make_server, tmp_path):
     finally:
         for client in clients:
             client.close()
+
+
+def test_pupils_who_set_up_after_being_added_see_display_names(make_server, tmp_path):
+    server = make_server()
+    rows = "username,display_name,group,role\nada,Ms Ada,,staff\n"
+    rows += "".join(f"pupil{i:02d},Pupil {i:02d},7B,pupil\n" for i in range(3))
+    codes = import_roster(server, tmp_path, rows)
+
+    def set_up(name: str) -> Client:
+        client = Client(
+            tmp_path / name, server=server.address, accept_new_server=True, timeout=20
+        )
+        client.redeem_setup(name, codes[name], PASSWORD)
+        return client
+
+    teacher = set_up("ada")
+    clients = [teacher]
+    try:
+        gid = teacher.create_group("Class 7B")
+        assert len(teacher.group_add_class(gid, "7B")) == 3
+        pending = [m["username"] for m in teacher.group_members(gid) if m["pending"]]
+        assert pending == ["pupil00", "pupil01", "pupil02"]
+
+        pupil = set_up("pupil01")
+        clients.append(pupil)
+        # Added while it had no device, so it learns of the group when it
+        # logs in and reads the group list.
+        wait_until(lambda: any(g.group_id == gid for g in pupil.groups()))
+        lines = [e.body for e in pupil.history("#" + gid) if e.kind == "system"]
+        assert "Ms Ada added Pupil 00" in lines
+        assert "Ms Ada added you" in lines
+        assert teacher.send_group_text(gid, "Now you are here").state == "sent"
+        wait_until(lambda: ("ada", "Now you are here") in texts(pupil, gid))
+    finally:
+        for client in clients:
+            client.close()

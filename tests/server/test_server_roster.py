@@ -518,7 +518,7 @@ def test_set_staff_and_display_name_commands(
     assert "there is no user nobody" in capsys.readouterr().err
 
 
-def test_pending_username_cannot_be_registered(
+def test_pending_username_register_points_to_setup_code(
     server: Server, clients: Clients, tmp_path: Path
 ) -> None:
     roster = _write(tmp_path, HEADER + "ada,Ada,7B,\n")
@@ -530,7 +530,8 @@ def test_pending_username_cannot_be_registered(
         identity_key=identity_key(),
         backup=b"backup",
     )
-    assert reply["code"] == "username_taken"
+    assert reply["code"] == "setup_required"
+    assert "I have a setup code" in reply["message"]
     assert _users(server.data_dir)["ada"].pending_setup is True
 
 
