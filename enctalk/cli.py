@@ -663,8 +663,8 @@ class _Runner:
         new = self.passwords.new("ENCTALK_PASSWORD", self.args.username)
         name = self.client.redeem_setup(self.args.username, self.args.code, new)
         self.say(
-            f"Account {name} is set up on device {self.client.device_id}; log in "
-            "with your new password from now on."
+            f"Account {name} is set up on this computer; log in with your new "
+            "password from now on."
         )
         return EXIT_OK
 
@@ -974,12 +974,25 @@ class _Runner:
 
     def cmd_group_members(self) -> int:
         self.online()
+        # Columns: username, role, presence, display name, then flags.
         for member in self.client.group_members(self.args.group_id):
             presence = "online" if member["online"] else "offline"
-            muted = "\tmuted" if member["muted"] else ""
-            self.say(
-                f"{printable(member['username'])}\t{member['role']}\t{presence}{muted}"
-            )
+            flags = [
+                flag
+                for flag, on in (
+                    ("muted", member["muted"]),
+                    ("waiting for setup", member["pending"]),
+                )
+                if on
+            ]
+            columns = [
+                printable(member["username"]),
+                member["role"],
+                presence,
+                printable(member["display_name"]),
+                *flags,
+            ]
+            self.say("\t".join(columns))
         return EXIT_OK
 
     def cmd_group_mute(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import shlex
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -263,7 +264,9 @@ def import_users(
 
     codes = {item.user.username: item for item in store.setup_codes()}
     _print_import_table(rows, existing, codes, new_codes, now)
-    _print_import_summary(rows, existing, new_codes, expires)
+    _print_import_summary(
+        rows, existing, new_codes, expires, config.resolved_data_dir()
+    )
     return 0
 
 
@@ -322,7 +325,11 @@ def _accounts(count: int) -> str:
 
 
 def _print_import_summary(
-    rows: list[RosterRow], existing: dict[str, User], new_codes: bool, expires: int
+    rows: list[RosterRow],
+    existing: dict[str, User],
+    new_codes: bool,
+    expires: int,
+    data_dir: Path,
 ) -> None:
     created = sum(1 for row in rows if row.username not in existing)
     pending = len(rows) - created
@@ -340,7 +347,10 @@ def _print_import_summary(
         )
     if created or new_codes:
         print(f"New codes are valid until {_time(expires)}.")
-    print("Print a sheet to hand out with: run_server.py admin export-codes")
+    print(
+        "Print a sheet to hand out with: run_server.py admin --data-dir "
+        f"{shlex.quote(str(data_dir))} export-codes"
+    )
 
 
 # Setup code sheet

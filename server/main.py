@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
 import signal
 import sqlite3
 import sys
@@ -190,7 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "admin" and args.admin_command in ("backup", "restore"):
         return run_backup_command(args, config.resolved_data_dir())
     if args.command == "admin":
-        return run_admin(args, config)
+        try:
+            return run_admin(args, config)
+        except BrokenPipeError:
+            # The output went to a pager or "head" that stopped reading.
+            # Python would report the pipe again at exit, so stdout is
+            # pointed at /dev/null first.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     try:
         return _serve(config)
     except KeyboardInterrupt:

@@ -69,7 +69,7 @@ def test_cli_pupil_redeems_setup_code_and_messages_teacher(server, tmp_path):
 
     redeemed = ada.run("redeem-setup", "ada", codes["ada"].lower())
     assert redeemed.returncode == 0, redeemed.stderr
-    assert "Account ada is set up on device" in redeemed.stdout
+    assert "Account ada is set up on this computer" in redeemed.stdout
     assert codes["ada"] not in redeemed.stdout + redeemed.stderr
     set_up = teacher.run("redeem-setup", "msjones", codes["msjones"])
     assert set_up.returncode == 0, set_up.stderr
@@ -139,3 +139,36 @@ def test_cli_staff_policy_limits_pupils_to_teachers(make_server, tmp_path):
     assert ada.run("add-contact", "msjones").returncode == 0
     sent = ada.run("send", "msjones", "may I ask a question?")
     assert sent.returncode == 0, sent.stderr
+
+
+def test_admin_export_codes_into_a_closed_pipe_prints_no_traceback(server, tmp_path):
+    rows = "username,display_name,group,role\n" + "".join(
+        f"p{i:04d},Pupil {i},7B,\n" for i in range(1000)
+    )
+    import_roster(server, tmp_path, rows)
+    command = [
+        sys.executable,
+        str(ROOT / "run_server.py"),
+        "--config",
+        str(server.config),
+        "admin",
+        "--data-dir",
+        str(server.data_dir),
+        "export-codes",
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.readline()
+        process.stdout.close()
+        _, errors = process.communicate(timeout=60)
+    assert b"Traceback" not in errors
+    assert b"BrokenPipeError" not in errors
+
+
+def test_admin_import_hint_names_the_data_directory(server, tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_text("username,display_name,group,role\nzed,Zed,7B,\n")
+    result = admin(server, "import-users", str(roster))
+    assert f"admin --data-dir {server.data_dir} export-codes" in result.stdout
