@@ -11,6 +11,11 @@ from the messages. Text
 goes in through :func:`~enctalk.ui.formatting.display_text`, so every
 character takes one Tk index position and Tk 8.6 never gets a character
 it cannot draw. The history itself keeps the original text.
+
+A view that shows the last line keeps showing it when lines are added
+and when the pane changes size (a notice above it, the composer, the
+window). A view scrolled up stays where it is, and a button offers the
+new lines below it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from enctalk.ui.viewmodel import entry_time
 
 Segments = list[tuple[str, tuple[str, ...]]]
 
+NEW_BELOW_LABEL = "New messages below ↓"
 # Tests set this to a file path. Each entry shown then appends a JSON line
 # with its message id and direction to that file, never its text.
 TRACE_VARIABLE = "ENCTALK_UI_TRACE"
@@ -80,6 +86,11 @@ class ConversationView(ttk.Frame):
         self.aliases: dict[str, str] = {}
         self.failed: set[str] = set()
         self.oldest_seq: int | None = None
+        # Whether the view shows the last line and keeps showing it when
+        # lines are added or the pane changes size. Scrolling sets it.
+        self.follow_end = True
+        # The pane's (width, height) at the last scroll report, in pixels.
+        self._view_size = (0, 0)
 
         self.text = tk.Text(
             self,
@@ -96,6 +107,12 @@ class ConversationView(ttk.Frame):
         self.text.configure(yscrollcommand=self._on_scroll(scrollbar))
         self.text.grid(row=0, column=0, sticky="nsew")
         scrollbar.grid(row=0, column=1, sticky="ns")
+        self.new_below = ttk.Button(
+            self,
+            text=NEW_BELOW_LABEL,
+            style="Toolbutton",
+            command=self.scroll_to_end,
+        )
         self.rowconfigure(0, weight=1)
         self.columnconfigure(0, weight=1)
         self.system_font = tkfont.nametofont("TkTextFont").copy()
@@ -146,10 +163,33 @@ class ConversationView(ttk.Frame):
     def _on_scroll(self, scrollbar: ttk.Scrollbar) -> Callable[[float, float], None]:
         def update(first: float, last: float) -> None:
             scrollbar.set(first, last)
+            size = (self.text.winfo_width(), self.text.winfo_height())
+            resized = size != self._view_size
+            self._view_size = size
+            at_end = float(last) >= 1.0
+            if resized and self.follow_end and not at_end:
+                # A notice, the composer or the window changed the pane's
+                # size under a view that showed the last line. Tk keeps the
+                # top line in place, so the last lines would slide out.
+                self.text.see("end")
+                return
+            self.follow_end = at_end
+            if at_end:
+                self.new_below.place_forget()
             if float(first) <= 0.0 and self.shown_keys:
                 self.on_top()
 
         return update
+
+    def scroll_to_end(self) -> None:
+        """Show the last line, and keep following new lines."""
+        self.follow_end = True
+        self.new_below.place_forget()
+        self.text.see("end")
+
+    def _show_new_below(self) -> None:
+        self.new_below.place(relx=0.5, rely=1.0, y=-8, anchor="s")
+        self.new_below.lift()
 
     # Rendering.
 
@@ -216,6 +256,8 @@ class ConversationView(ttk.Frame):
         self.entries.clear()
         self.deleted.clear()
         self.oldest_seq = None
+        self.follow_end = True
+        self.new_below.place_forget()
 
     def _remember(self, entry: HistoryEntry, key: str) -> None:
         _trace(entry)
@@ -247,18 +289,19 @@ class ConversationView(ttk.Frame):
             segments.extend(self._segments(entry, key, state or None))
         if segments:
             self._insert("end", segments)
-        self.text.see("end")
+        self.scroll_to_end()
 
     def append(self, entry: HistoryEntry, key: str | None = None) -> bool:
         """Add ``entry`` at the end unless it is shown already; return if added."""
         key = key or entry_key(entry)
         if key in self.shown_keys or key in self.aliases or key in self.deleted:
             return False
-        at_end = float(self.text.yview()[1]) >= 0.999
         self._remember(entry, key)
         self._insert("end", self._segments(entry, key, entry.state))
-        if at_end or entry.direction == "out":
-            self.text.see("end")
+        if self.follow_end or entry.direction == "out":
+            self.scroll_to_end()
+        else:
+            self._show_new_below()
         return True
 
     def prepend(self, entries: list[HistoryEntry]) -> int:

@@ -573,3 +573,84 @@ def test_menu_key_opens_entry_menu_at_cursor(app, others):
     assert len(opened) == 1
     assert opened[0].kind == "system"
     assert opened[0].body == "teacher added you"
+
+
+def at_end(view: MainWindow) -> bool:
+    """Return whether the conversation shows its last line."""
+    return float(view.conversation.text.yview()[1]) >= 1.0
+
+
+def line_visible(view: MainWindow, needle: str) -> bool:
+    text = view.conversation.text
+    start = text.search(needle, "1.0", backwards=False)
+    return bool(start) and text.bbox(start) is not None
+
+
+def fill_conversation(app: App, teacher: Client, group_id: str, count: int) -> None:
+    """Send ``count`` lines from the teacher, more than the pane shows at once."""
+    for number in range(count):
+        teacher.send_group_text(group_id, f"Line {number:02d} of the lesson", 10)
+    last = f"Line {count - 1:02d} of the lesson"
+    assert run_until(app.root, lambda: last in shown_text(app))
+
+
+def test_conversation_stays_at_end_after_mute_notice(app, others, desktop):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    teacher = others["teacher"]
+    fill_conversation(app, teacher, group_id, 30)
+    assert run_until(app.root, lambda: at_end(view))
+
+    teacher.group_mute(group_id, "sam")
+    assert run_until(app.root, lambda: view.warning_label.winfo_ismapped())
+    assert run_until(app.root, lambda: "teacher muted you" in shown_text(app))
+    assert run_until(app.root, lambda: at_end(view), timeout=2)
+    assert line_visible(view, "teacher muted you")
+
+    teacher.send_group_text(group_id, "Pens down, everyone", 10)
+    assert run_until(app.root, lambda: "Pens down" in shown_text(app))
+    assert run_until(app.root, lambda: at_end(view), timeout=2)
+    assert line_visible(view, "Pens down")
+    time.sleep(0.3)
+    app.root.update()
+    desktop.screenshot("muted-at-end")
+
+
+def test_conversation_stays_at_end_after_resize(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    fill_conversation(app, others["teacher"], group_id, 30)
+    assert run_until(app.root, lambda: at_end(view))
+
+    app.root.geometry("800x520")
+    assert run_until(app.root, lambda: view.winfo_height() < 560)
+    assert run_until(app.root, lambda: at_end(view), timeout=2)
+    assert line_visible(view, "Line 29")
+
+
+def test_conversation_keeps_place_when_scrolled_up(app, others, desktop):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    teacher = others["teacher"]
+    fill_conversation(app, teacher, group_id, 30)
+    text = view.conversation.text
+    text.yview_moveto(0.3)
+    app.root.update()
+    top = text.index("@0,0")
+
+    teacher.group_mute(group_id, "sam")
+    assert run_until(app.root, lambda: "teacher muted you" in shown_text(app))
+    app.root.update()
+    assert not at_end(view)
+    assert text.index("@0,0") == top
+    hint = view.conversation.new_below
+    assert hint.winfo_ismapped()
+    assert hint.cget("text") == "New messages below ↓"
+    time.sleep(0.3)
+    app.root.update()
+    desktop.screenshot("new-messages-below")
+
+    hint.invoke()
+    assert run_until(app.root, lambda: at_end(view), timeout=2)
+    assert line_visible(view, "teacher muted you")
+    assert not hint.winfo_ismapped()
