@@ -26,6 +26,8 @@ from enctalk.ui.viewmodel import GroupRow
 _USERNAME_SEPARATORS = re.compile(r"[\s,;]+")
 
 ROLE_LABELS = {OWNER: "owner", MODERATOR: "moderator", MEMBER: "member"}
+# The member details of an account that has not redeemed its setup code.
+PENDING_DETAILS = "waiting for setup"
 # The member list shows the owner first, then moderators, then the others.
 ROLE_ORDER = {OWNER: 0, MODERATOR: 1, MEMBER: 2}
 
@@ -173,12 +175,41 @@ def sorted_members(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def member_details(member: dict[str, Any]) -> str:
-    """Return the line about one member under its name: username and presence."""
+    """Return the line about one member under its name: username and presence.
+
+    A pending member (no setup code redeemed yet) is never online, so the
+    line shows "waiting for setup" in place of the presence.
+    """
     parts = [f"username {member['username']}"]
-    parts.append("online" if member.get("online") else "offline")
+    if member.get("pending"):
+        parts.append(PENDING_DETAILS)
+    else:
+        parts.append("online" if member.get("online") else "offline")
     if member.get("muted"):
         parts.append("muted")
     return " · ".join(parts)
+
+
+def count_pending(members: list[dict[str, Any]]) -> int:
+    """Return how many of ``members`` have not redeemed their setup code."""
+    return sum(1 for member in members if member.get("pending"))
+
+
+def members_title(members: list[dict[str, Any]]) -> str:
+    """Return the member panel's heading: the count, and how many are pending."""
+    pending = count_pending(members)
+    if pending:
+        return f"Members ({len(members)}, {pending} not set up)"
+    return f"Members ({len(members)})"
+
+
+def pending_notice(pending: int) -> str:
+    """Return the notice for a message sent to a group with ``pending`` members."""
+    if pending == 1:
+        counted = "1 member has not set up their account yet."
+    else:
+        counted = f"{pending} members have not set up their accounts yet."
+    return f"{counted} They get only the messages sent after they do."
 
 
 def member_label(member: dict[str, Any]) -> str:

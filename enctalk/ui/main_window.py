@@ -76,6 +76,9 @@ class MainWindow(ttk.Frame):
         self.compose_hint = tk.StringVar(value=COMPOSE_HINT)
         self.show_members = tk.BooleanVar(value=True)
         self.post_refusal: str | None = None
+        # The group conversations that showed the notice about members who
+        # have not set up their account, which appears once per session.
+        self.pending_noticed: set[str] = set()
 
         self._build()
         self._build_menu()
@@ -661,6 +664,8 @@ class MainWindow(ttk.Frame):
             state="sending",
         )
         self.conversation.append(entry, key=local_key)
+        if is_group(peer):
+            self._notice_pending_members(peer)
         self.model.touch(peer, now)
         self.refresh_contacts()
 
@@ -686,6 +691,33 @@ class MainWindow(ttk.Frame):
             self.app.worker.submit(
                 lambda: client.send_text(peer, body, 0.0), sent, failed
             )
+
+    def _notice_pending_members(self, conversation: str) -> None:
+        """Say once per group conversation that members not set up miss messages.
+
+        The count comes from the member list shown, which is fetched when
+        the group opens and again after each change to it.
+        """
+        panel = self.group_actions.panel
+        if conversation in self.pending_noticed or panel.row is None:
+            return
+        pending = panel.pending_count()
+        if panel.row.conversation != conversation or not pending:
+            return
+        self.pending_noticed.add(conversation)
+        notice = HistoryEntry(
+            conversation=conversation,
+            kind="notice",
+            direction="in",
+            sender=self.model.me,
+            body=group_rules.pending_notice(pending),
+            message_id=None,
+            server_seq=None,
+            server_time=int(time.time() * 1000),
+            sent_at=None,
+            state=None,
+        )
+        self.conversation.append(notice)
 
     def retry(self, message_id: str) -> None:
         """Send a failed message again, with the same message id."""

@@ -1,10 +1,12 @@
 """The member list beside a group conversation, with the moderation controls.
 
 The panel shows the members the client core returns (display name,
-presence, role, muted), the owner first, then moderators, then the
+presence, role, muted, pending), the owner first, then moderators, then the
 others, each part by display name. The username of a member whose
 display name differs is in the row's tooltip and in the grey line under
-the list for the selected member. The panel also shows the actions this
+the list for the selected member. A member that has not redeemed its
+setup code yet gets a clock mark, grey italics and "waiting for setup"
+in its details. The panel also shows the actions this
 account may take on them, following
 :mod:`enctalk.ui.group_rules`. An action is hidden when it needs a role
 the account lacks (Add for members), and disabled when it only depends
@@ -17,6 +19,7 @@ it was given, on the Tk main thread.
 from __future__ import annotations
 
 import tkinter as tk
+from tkinter import font as tkfont
 from tkinter import ttk
 from typing import Any, Protocol
 
@@ -30,6 +33,9 @@ from enctalk.ui.viewmodel import GroupRow
 # Minimum width of the Add, Remove and Mute buttons, in average characters
 # (negative: ttk then widens a button to fit its text).
 BUTTON_WIDTH = -5
+# The mark (a clock face) in place of the presence dot of a member that has
+# not redeemed its setup code, and so gets no messages yet.
+PENDING_MARK = "◷"
 
 
 class MemberPanelActions(Protocol):
@@ -70,6 +76,11 @@ class MemberPanel(ttk.Frame):
         self.tree.column("role", width=80, anchor="e", stretch=False)
         self.tree.tag_configure("online", foreground=theme.ONLINE_COLOUR)
         self.tree.tag_configure("offline", foreground=theme.MUTED)
+        self.pending_font = tkfont.nametofont("TkDefaultFont").copy()
+        self.pending_font.configure(slant="italic")
+        self.tree.tag_configure(
+            "pending", foreground=theme.MUTED, font=self.pending_font
+        )
         scrollbar = ttk.Scrollbar(self, orient="vertical", command=self.tree.yview)
         self.tree.configure(yscrollcommand=scrollbar.set)
         self.tree.grid(row=1, column=0, columnspan=3, sticky="nsew")
@@ -155,18 +166,30 @@ class MemberPanel(ttk.Frame):
                 iid=name,
                 text=self._name_label(member),
                 values=(group_rules.member_label(member),),
-                tags=("online" if member.get("online") else "offline",),
+                tags=(self._presence_tag(member),),
             )
         if selected in self.members:
             self.tree.selection_set(selected)
         self._show_details()
-        count = len(members)
-        self.title.set(f"Members ({count})")
+        self.title.set(group_rules.members_title(members))
 
     def _name_label(self, member: dict[str, Any]) -> str:
-        mark = "●" if member.get("online") else "○"
+        if member.get("pending"):
+            mark = PENDING_MARK
+        else:
+            mark = "●" if member.get("online") else "○"
         label = f"{mark} {display_text(group_rules.member_name(member))}"
         return f"{label} (you)" if member["username"] == self.me else label
+
+    @staticmethod
+    def _presence_tag(member: dict[str, Any]) -> str:
+        if member.get("pending"):
+            return "pending"
+        return "online" if member.get("online") else "offline"
+
+    def pending_count(self) -> int:
+        """Return how many listed members have not redeemed their setup code."""
+        return group_rules.count_pending(list(self.members.values()))
 
     def member_name(self, username: str) -> str:
         """Return the display name of ``username`` if listed, else the username."""
@@ -199,10 +222,13 @@ class MemberPanel(ttk.Frame):
         if member is None or not self.tree.exists(username):
             return
         member["online"] = online
+        if online:
+            # Only an account that is set up logs in.
+            member["pending"] = False
         self.tree.item(
             username,
             text=self._name_label(member),
-            tags=("online" if online else "offline",),
+            tags=(self._presence_tag(member),),
         )
         if username == self.selected():
             self._show_details()

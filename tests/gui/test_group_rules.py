@@ -241,3 +241,30 @@ def test_class_failed_says_what_stays():
     text = describe_class_failed("9Z", error)
     assert text.startswith("Adding class 9Z failed: The server has no class '9Z'.")
     assert "adding the class again adds the rest" in text
+
+
+def test_member_details_say_pending_not_presence():
+    pupil = {"username": "pupil04", "role": "member", "pending": True}
+    assert group_rules.member_details(pupil) == "username pupil04 · waiting for setup"
+    pupil["muted"] = True
+    expected = "username pupil04 · waiting for setup · muted"
+    assert group_rules.member_details(pupil) == expected
+
+
+def test_members_title_counts_pending():
+    members = [
+        {"username": "msada", "role": "owner"},
+        {"username": "pupil01", "role": "member", "pending": False},
+        {"username": "pupil02", "role": "member", "pending": True},
+    ]
+    assert group_rules.members_title(members) == "Members (3, 1 not set up)"
+    assert group_rules.members_title(members[:2]) == "Members (2)"
+    assert group_rules.count_pending(members) == 1
+
+
+def test_pending_notice_singular_and_plural():
+    one = group_rules.pending_notice(1)
+    assert one.startswith("1 member has not set up their account yet.")
+    several = group_rules.pending_notice(3)
+    assert several.startswith("3 members have not set up their accounts yet.")
+    assert several.endswith("They get only the messages sent after they do.")
