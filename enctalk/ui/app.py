@@ -8,9 +8,10 @@ burst of incoming messages never starves the keyboard:
 - the worker's outcome queue (results of blocking calls, and questions
   such as "trust this certificate?" that a core thread waits on).
 
-Closing the window stops the worker, closes the client on a helper
-thread and waits for it at most :data:`CLOSE_WAIT_SECONDS`, so the
-process exits promptly even while the connection is busy.
+Quitting with messages still in the outbox asks first. Closing then
+stops the worker, closes the client on a helper thread and waits for it
+at most :data:`CLOSE_WAIT_SECONDS`, so the process exits promptly even
+while the connection is busy.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from enctalk.ui.about_dialog import add_help_menu
 from enctalk.ui.formatting import certificate_fingerprints, friendly_error
 from enctalk.ui.login import REGISTER, SETUP, LoginForm, LoginView
 from enctalk.ui.main_window import MainWindow, latest_activity
+from enctalk.ui.quit_dialog import QuitDialog
 from enctalk.ui.trust_dialog import CertificateChangedDialog, FirstConnectionDialog
 from enctalk.ui.worker import Outcome, Worker
 
@@ -51,6 +53,8 @@ PUMP_INTERVAL_MS = 40
 MAX_EVENTS_PER_PUMP = 100
 MAX_OUTCOMES_PER_PUMP = 20
 CLOSE_WAIT_SECONDS = 0.7
+# How long quitting waits for the core to list the unsent messages, in seconds.
+OUTBOX_WAIT_SECONDS = 0.5
 CLIENT_TIMEOUT = 15.0
 # Seconds one search for servers listens; servers announce every 5 s by default.
 DISCOVERY_SECONDS = 6.0
@@ -80,12 +84,13 @@ class App:
         self.view: LoginView | MainWindow | None = None
         self.closing = False
         self._pump_id: str | None = None
+        self.quit_dialog: QuitDialog | None = None
 
         root.title("EncTalk")
         root.minsize(640, 420)
         root.geometry("980x640")
-        root.protocol("WM_DELETE_WINDOW", self.close)
-        root.bind_all("<Control-q>", lambda _event: self.close())
+        root.protocol("WM_DELETE_WINDOW", self.request_quit)
+        root.bind_all("<Control-q>", lambda _event: self.request_quit())
         self.saved_server, self.saved_username = self._read_profile(server)
         self.show_login()
         self._pump_id = root.after(PUMP_INTERVAL_MS, self.pump)
@@ -328,8 +333,23 @@ class App:
         thread.start()
         return thread
 
+    def request_quit(self) -> None:
+        """Quit, after asking when messages are still unsent (Ctrl+Q, Quit)."""
+        if self.closing:
+            return
+        if self.quit_dialog is not None and self.quit_dialog.winfo_exists():
+            self.quit_dialog.focus_set()
+            return
+        unsent = 0
+        if isinstance(self.view, MainWindow):
+            unsent = self.view.unsent_messages(OUTBOX_WAIT_SECONDS)
+        if unsent == 0:
+            self.close()
+            return
+        self.quit_dialog = QuitDialog(self.root, unsent, self.close)
+
     def close(self) -> None:
-        """Stop the worker and the client, then destroy the window (Ctrl+Q)."""
+        """Stop the worker and the client, then destroy the window."""
         if self.closing:
             return
         self.closing = True

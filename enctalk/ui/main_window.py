@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 import tkinter as tk
 from collections.abc import Callable
@@ -79,6 +80,8 @@ class MainWindow(ttk.Frame):
         # The group conversations that showed the notice about members who
         # have not set up their account, which appears once per session.
         self.pending_noticed: set[str] = set()
+        # Sends handed to the sender worker whose outcome has not come back.
+        self.sends_in_flight = 0
 
         self._build()
         self._build_menu()
@@ -97,7 +100,9 @@ class MainWindow(ttk.Frame):
         )
         account.add_command(label="Log out", command=self.app.log_out)
         account.add_separator()
-        account.add_command(label="Quit", accelerator="Ctrl+Q", command=self.app.close)
+        account.add_command(
+            label="Quit", accelerator="Ctrl+Q", command=self.app.request_quit
+        )
         menu.add_cascade(label="Account", menu=account, underline=0)
 
         contacts = tk.Menu(menu, tearoff=False)
@@ -287,6 +292,9 @@ class MainWindow(ttk.Frame):
         self._set_compose_enabled(False)
 
     def _build_audio(self, parent: ttk.Frame) -> None:
+        # Sends get their own worker, so a message reaches the outbox at
+        # once even while the app's worker waits for an unreachable server.
+        self.sender = Worker(self.app.outcomes, "enctalk-ui-sender")
         self.transfers = Worker(self.app.outcomes, "enctalk-ui-transfers")
         self.audio = AudioControls(
             parent,
@@ -338,6 +346,7 @@ class MainWindow(ttk.Frame):
 
     def destroy(self) -> None:
         self.group_actions.destroy()
+        self.sender.stop()
         self.transfers.stop()
         self.audio.close()
         super().destroy()
@@ -670,11 +679,13 @@ class MainWindow(ttk.Frame):
         self.refresh_contacts()
 
         def sent(result: Any) -> None:
+            self.sends_in_flight -= 1
             self.conversation.alias(local_key, result.message_id)
             state = self.model.states.get(result.message_id, "sending")
             self.conversation.set_state(result.message_id, state)
 
         def failed(error: BaseException) -> None:
+            self.sends_in_flight -= 1
             self.conversation.set_state(local_key, "failed")
             self.status.set(f"Not sent: {friendly_error(error)}")
 
@@ -682,15 +693,14 @@ class MainWindow(ttk.Frame):
         # delivery_updated events report the rest, also while offline.
         # NOTE: the core keeps each outcome nobody waited for in memory
         # until the client closes, a few hundred bytes per message sent.
+        self.sends_in_flight += 1
         if is_group(peer):
             group_id = peer.removeprefix(viewmodel.GROUP_PREFIX)
-            self.app.worker.submit(
+            self.sender.submit(
                 lambda: client.send_group_text(group_id, body, 0.0), sent, failed
             )
         else:
-            self.app.worker.submit(
-                lambda: client.send_text(peer, body, 0.0), sent, failed
-            )
+            self.sender.submit(lambda: client.send_text(peer, body, 0.0), sent, failed)
 
     def _notice_pending_members(self, conversation: str) -> None:
         """Say once per group conversation that members not set up miss messages.
@@ -724,9 +734,38 @@ class MainWindow(ttk.Frame):
         client = self.app.client
         if client is None or message_id.startswith("local:"):
             return
-        self.app.worker.submit(
+        self.sender.submit(
             lambda: client.retry_send(message_id), None, self._show_error
         )
+
+    def unsent_messages(self, timeout: float) -> int:
+        """Return how many messages wait in the outbox; blocks up to ``timeout`` s.
+
+        The count comes from the core, after the sends already handed to
+        the sender worker. If the core does not answer in time, it is the
+        number of messages this window has shown as sending, and of sends
+        not yet in the outbox.
+        """
+        client = self.app.client
+        if client is None:
+            return 0
+        listed = threading.Event()
+        counts: list[int] = []
+
+        def count() -> None:
+            try:
+                counts.append(len(client.outbox()))
+            finally:
+                listed.set()
+
+        self.sender.submit(count)
+        if listed.wait(timeout) and counts:
+            return counts[0]
+        # NOTE: this misses messages left in the outbox by an earlier run
+        # that no event of this session reported.
+        logger.info("the outbox was not listed within %.1f s", timeout)
+        sending = sum(1 for state in self.model.states.values() if state == "sending")
+        return sending + self.sends_in_flight
 
     def retry_all(self) -> None:
         """Retry every failed message shown in the open conversation (Ctrl+R)."""

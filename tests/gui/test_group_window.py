@@ -654,3 +654,68 @@ def test_conversation_keeps_place_when_scrolled_up(app, others, desktop):
     assert run_until(app.root, lambda: at_end(view), timeout=2)
     assert line_visible(view, "teacher muted you")
     assert not hint.winfo_ismapped()
+
+
+UNSENT_QUESTION = (
+    "1 message has not been sent yet. It goes out the next time you open "
+    "EncTalk. Quit anyway?"
+)
+
+
+def test_quit_with_unsent_message_asks_first(app, others, server, tmp_path, desktop):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    client = app.client
+    assert client is not None
+    server.stop()
+    assert run_until(app.root, lambda: not client.connected)
+    view.input.insert("1.0", "Written while the server is down")
+    view.send_message()
+    assert run_until(app.root, lambda: "sending" in view.model.states.values())
+
+    app.request_quit()
+    dialog = app.quit_dialog
+    assert dialog is not None
+    assert dialog.winfo_exists()
+    assert dialog.question.cget("text") == UNSENT_QUESTION
+    assert str(dialog.cancel_button.cget("default")) == "active"
+    app.root.update()
+    assert dialog.focus_get() == dialog.cancel_button
+    time.sleep(0.3)
+    app.root.update()
+    desktop.screenshot("quit-unsent")
+    dialog.cancel_button.invoke()
+    app.root.update()
+    assert not app.closing
+    assert not dialog.winfo_exists()
+
+    view.input.focus_force()
+    app.root.update()
+    view.input.event_generate("<Control-q>")
+    app.root.update()
+    dialog = app.quit_dialog
+    assert dialog is not None
+    assert dialog.winfo_exists()
+    dialog.quit_button.invoke()
+    assert app.closing
+
+    # The message stays in the saved outbox for the next start.
+    again = Client(tmp_path / "sam", server=server.address, timeout=5)
+    try:
+        again.unlock(PASSWORDS["sam"])
+        outbox = again.outbox()
+    finally:
+        again.close()
+    assert len(outbox) == 1
+    assert outbox[0]["group"] == group_id
+
+
+def test_quit_without_unsent_messages_closes(app, others):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    view.input.insert("1.0", "This one goes out")
+    view.send_message()
+    assert run_until(app.root, lambda: "sent" in view.model.states.values())
+    app.request_quit()
+    assert app.closing
+    assert app.quit_dialog is None
