@@ -254,7 +254,7 @@ class App:
             found = certificate_fingerprints(error.message)
             if len(found) >= 2:
                 CertificateChangedDialog(self.root, self.saved_server, *found[:2])
-        self.view.show_error(friendly_error(error))
+        self.view.show_failure(error)
 
     def _logged_in(self, result: tuple[Client, str]) -> None:
         client, name = result

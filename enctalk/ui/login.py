@@ -25,6 +25,7 @@ from enctalk.client.passwords import (
     MIN_PASSWORD_LENGTH,
     password_problem,
 )
+from enctalk.protocol.errors import INVALID_RESET_CODE
 from enctalk.ui.formatting import friendly_error
 
 PASSWORD_RULES = (
@@ -33,6 +34,10 @@ PASSWORD_RULES = (
     "or your username. A few words in a row make a strong one. "
     "There is no way to read your messages without it."
 )
+
+# The wrap width of the form's sentences, in pixels. Every line wraps at
+# the same width, so the form keeps its width while a hint changes.
+FORM_WRAP = 420
 
 LOGIN = "login"
 REGISTER = "register"
@@ -79,6 +84,9 @@ class LoginView(ttk.Frame):
         self.repeat = tk.StringVar()
         self.error = tk.StringVar()
         self.rule_status = tk.StringVar()
+        # Set when a submit stopped at the password rules, so that the live
+        # hint line shows the problem in red instead of the error line.
+        self.rules_failed = False
 
         self._build()
         self.password.trace_add("write", lambda *_: self._update_rule_status())
@@ -99,7 +107,7 @@ class LoginView(ttk.Frame):
         self.heading = ttk.Label(form, style="Title.TLabel")
         self.heading.grid(row=0, column=0, columnspan=2, sticky="w", pady=(0, 12))
         self.setup_help = ttk.Label(
-            form, text=SETUP_HELP, wraplength=420, style="Muted.TLabel"
+            form, text=SETUP_HELP, wraplength=FORM_WRAP, style="Muted.TLabel"
         )
         self.setup_help.grid(row=1, column=0, columnspan=2, sticky="w", pady=(0, 8))
 
@@ -127,14 +135,16 @@ class LoginView(ttk.Frame):
         self.repeat_entry = field(6, self.repeat, show="•")
 
         self.rules = ttk.Label(
-            form, text=PASSWORD_RULES, wraplength=420, style="Muted.TLabel"
+            form, text=PASSWORD_RULES, wraplength=FORM_WRAP, style="Muted.TLabel"
         )
         self.rules.grid(row=7, column=0, columnspan=2, sticky="w", pady=(8, 0))
-        self.rule_label = ttk.Label(form, textvariable=self.rule_status)
+        self.rule_label = ttk.Label(
+            form, textvariable=self.rule_status, wraplength=FORM_WRAP, justify="left"
+        )
         self.rule_label.grid(row=8, column=0, columnspan=2, sticky="w")
 
         self.error_label = ttk.Label(
-            form, textvariable=self.error, wraplength=420, style="Error.TLabel"
+            form, textvariable=self.error, wraplength=FORM_WRAP, style="Error.TLabel"
         )
         self.error_label.grid(row=9, column=0, columnspan=2, sticky="w", pady=(8, 0))
 
@@ -183,7 +193,7 @@ class LoginView(ttk.Frame):
         ttk.Label(
             form,
             textvariable=self.discovery_status,
-            wraplength=420,
+            wraplength=FORM_WRAP,
             style="Muted.TLabel",
         ).grid(row=14, column=0, columnspan=2, sticky="w", pady=(4, 0))
         self.search_button = ttk.Button(form, text="Search again")
@@ -266,6 +276,7 @@ class LoginView(ttk.Frame):
         if self.busy:
             return
         self.mode = mode
+        self.rules_failed = False
         self.error.set("")
         self._apply_mode()
         self.focus_first_empty()
@@ -282,12 +293,25 @@ class LoginView(ttk.Frame):
         self._set_mode(SETUP if self.mode != SETUP else LOGIN)
 
     def _update_rule_status(self) -> None:
+        problem = self.password_rule_problem()
+        failed = self.rules_failed and problem is not None
+        self.rule_label.configure(style="Error.TLabel" if failed else "TLabel")
+        if self.mode == LOGIN or not self.password.get():
+            self.rule_status.set("")
+        elif problem is not None:
+            self.rule_status.set(f"✗ {problem}")
+        else:
+            self.rule_status.set("✓ This password is fine.")
+
+    def password_rule_problem(self) -> str | None:
+        """Return why the new password breaks the rules, or None.
+
+        It is always None when logging in, which checks no rules.
+        """
         password = self.password.get()
         if self.mode == LOGIN or not password:
-            self.rule_status.set("")
-            return
-        problem = password_problem(password, self.username.get().strip() or None)
-        self.rule_status.set(f"✗ {problem}" if problem else "✓ This password is fine.")
+            return None
+        return password_problem(password, self.username.get().strip() or None)
 
     def focus_first_empty(self) -> None:
         """Put the keyboard focus on the first field that still needs typing."""
@@ -322,7 +346,7 @@ class LoginView(ttk.Frame):
                 return "Choose a new password and type it twice."
             return "Type your password."
         if self.mode != LOGIN:
-            problem = password_problem(password, self.username.get().strip())
+            problem = self.password_rule_problem()
             if problem is not None:
                 return problem
             if self.repeat.get() != password:
@@ -334,6 +358,15 @@ class LoginView(ttk.Frame):
         if self.busy:
             return
         problem = self.problem()
+        if problem is not None and problem == self.password_rule_problem():
+            # The hint line under the rules already shows it, so it turns red
+            # there and the error line stays empty.
+            self.rules_failed = True
+            self.error.set("")
+            self._update_rule_status()
+            self.password_entry.focus_set()
+            self.password_entry.select_range(0, "end")
+            return
         if problem is not None:
             self.show_error(problem, clear_password=False)
             return
@@ -370,6 +403,22 @@ class LoginView(ttk.Frame):
         else:
             self.progress.stop()
             self.progress.grid_remove()
+
+    def show_failure(self, error: BaseException) -> None:
+        """Show why logging in, registering or the setup failed, and unlock the form.
+
+        A wrong setup code keeps both new passwords and selects the code,
+        which is what needs typing again.
+        """
+        code = error.code if isinstance(error, ClientError) else None
+        if self.mode == SETUP and code == INVALID_RESET_CODE:
+            self.set_busy(False)
+            self.error.set(friendly_error(error))
+            self.code_entry.focus_set()
+            self.code_entry.select_range(0, "end")
+            self.code_entry.icursor("end")
+            return
+        self.show_error(friendly_error(error))
 
     def show_error(self, text: str, clear_password: bool = True) -> None:
         """Show ``text`` under the form and unlock it."""
