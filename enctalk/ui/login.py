@@ -35,6 +35,13 @@ PASSWORD_RULES = (
     "There is no way to read your messages without it."
 )
 
+# The padding around the view, and the gap between the form and the list of
+# servers beside it, in pixels.
+VIEW_PADDING = 24
+SERVER_LIST_GAP = 32
+# The wrap width of the line under the list of servers, in pixels: the
+# width of its two columns.
+SERVER_LIST_WRAP = 380
 # The wrap width of the form's sentences, in pixels. Every line wraps at
 # the same width, so the form keeps its width while a hint changes.
 FORM_WRAP = 420
@@ -72,7 +79,7 @@ class LoginView(ttk.Frame):
     def __init__(
         self, master: tk.Misc, server: str, username: str, on_submit: Submit
     ) -> None:
-        super().__init__(master, padding=24)
+        super().__init__(master, padding=VIEW_PADDING)
         self.on_submit = on_submit
         self.mode = LOGIN
         self.busy = False
@@ -100,8 +107,12 @@ class LoginView(ttk.Frame):
 
     def _build(self) -> None:
         self.columnconfigure(0, weight=1)
-        form = ttk.Frame(self)
-        form.grid(row=0, column=0)
+        # The form and the list of servers, centred together in the view.
+        self.content = ttk.Frame(self)
+        self.content.grid(row=0, column=0)
+        form = ttk.Frame(self.content)
+        form.grid(row=0, column=0, sticky="n")
+        self.form = form
         form.columnconfigure(1, weight=1, minsize=260)
 
         self.heading = ttk.Label(form, style="Title.TLabel")
@@ -166,18 +177,23 @@ class LoginView(ttk.Frame):
         self.submit_button = ttk.Button(buttons, command=self.submit, default="active")
         self.submit_button.pack(side="left")
 
-        self._build_server_list(form)
+        self._build_server_list()
+        self.servers_beside = False
+        self._place_server_list()
+        self.bind("<Configure>", lambda _event: self._place_server_list(), add="+")
 
         top = self.winfo_toplevel()
         top.bind("<Alt-r>", lambda _event: self.toggle_mode(), add="+")
         top.bind("<Alt-s>", lambda _event: self.toggle_setup_mode(), add="+")
 
-    def _build_server_list(self, form: ttk.Frame) -> None:
-        ttk.Label(form, text="Servers on this network:").grid(
-            row=12, column=0, columnspan=2, sticky="w", pady=(16, 4)
+    def _build_server_list(self) -> None:
+        panel = ttk.Frame(self.content)
+        self.server_panel = panel
+        ttk.Label(panel, text="Servers on this network:").grid(
+            row=0, column=0, sticky="w", pady=(0, 4)
         )
         self.servers = ttk.Treeview(
-            form,
+            panel,
             columns=("name", "address"),
             show="headings",
             height=4,
@@ -187,18 +203,42 @@ class LoginView(ttk.Frame):
         self.servers.heading("address", text="Address")
         self.servers.column("name", width=180)
         self.servers.column("address", width=200)
-        self.servers.grid(row=13, column=0, columnspan=2, sticky="ew")
+        self.servers.grid(row=1, column=0, sticky="ew")
         self.servers.bind("<<TreeviewSelect>>", lambda _event: self._pick_server())
         self.discovery_status = tk.StringVar()
         ttk.Label(
-            form,
+            panel,
             textvariable=self.discovery_status,
-            wraplength=FORM_WRAP,
+            wraplength=SERVER_LIST_WRAP,
             style="Muted.TLabel",
-        ).grid(row=14, column=0, columnspan=2, sticky="w", pady=(4, 0))
-        self.search_button = ttk.Button(form, text="Search again")
-        self.search_button.grid(row=15, column=1, sticky="e", pady=(4, 0))
+        ).grid(row=2, column=0, sticky="w", pady=(4, 0))
+        self.search_button = ttk.Button(panel, text="Search again")
+        self.search_button.grid(row=3, column=0, sticky="e", pady=(4, 0))
         self.search_button.grid_remove()
+
+    def _place_server_list(self) -> None:
+        """Put the list of servers beside the form when the view is wide enough.
+
+        Below the form, the setup and register forms pushed it out of a
+        window of the default height.
+        """
+        gap = SERVER_LIST_GAP
+        needed = (
+            self.form.winfo_reqwidth()
+            + gap
+            + self.server_panel.winfo_reqwidth()
+            + 2 * VIEW_PADDING
+        )
+        beside = self.winfo_width() >= needed
+        if beside == self.servers_beside and self.server_panel.winfo_manager():
+            return
+        self.servers_beside = beside
+        if beside:
+            self.server_panel.grid(
+                row=0, column=1, sticky="n", padx=(gap, 0), pady=(0, 0)
+            )
+        else:
+            self.server_panel.grid(row=1, column=0, sticky="ew", padx=0, pady=(16, 0))
 
     def enable_discovery(self, search: Callable[[], None]) -> None:
         """Show the "Search again" button, which calls ``search``."""

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from enctalk.client.core import Client
+from enctalk.client.discovery import DiscoveredServer
+from enctalk.ui import app as app_module
 from enctalk.ui import theme
 from enctalk.ui.app import App
 from enctalk.ui.login import REGISTER, LoginView
@@ -29,6 +31,11 @@ COMMON_PROBLEM = "on a list of commonly used passwords"
 # A code of the printed shape that the server never issued.
 WRONG_CODE = "ABCD-EFGH-JKMN-PQRS"
 DRAW_SECONDS = 0.3
+FINGERPRINT = "SHA256:" + ":".join(["0A"] * 32)
+SERVERS = [
+    DiscoveredServer("10.0.0.5", 5443, "lab-a", FINGERPRINT),
+    DiscoveredServer("10.0.0.6", 6000, "lab-b", FINGERPRINT),
+]
 
 
 @pytest.fixture
@@ -146,5 +153,42 @@ def test_register_rule_hint_keeps_form_width(root, tmp_path):
             view.password.set(typed)
             root.update()
             assert form.winfo_width() == width, typed
+    finally:
+        application.close()
+
+
+def fits_in_window(widget: tk.Misc) -> bool:
+    """Return whether ``widget`` is shown whole inside its toplevel window."""
+    top = widget.winfo_toplevel()
+    bottom = widget.winfo_rooty() + widget.winfo_height()
+    right = widget.winfo_rootx() + widget.winfo_width()
+    return (
+        bool(widget.winfo_ismapped())
+        and bottom <= top.winfo_rooty() + top.winfo_height()
+        and right <= top.winfo_rootx() + top.winfo_width()
+    )
+
+
+@pytest.mark.parametrize("mode", ["setup", "register", "login"])
+def test_login_form_fits_default_window(root, tmp_path, monkeypatch, desktop, mode):
+    monkeypatch.setattr(app_module, "listen_for_servers", lambda *args: SERVERS)
+    application = App(root, str(tmp_path / "ada"), "", ("127.0.0.1", 5999))
+    try:
+        view = login_view(application)
+        assert run_until(root, lambda: len(view.servers.get_children()) == 2)
+        if mode == "setup":
+            view.toggle_setup_mode()
+        elif mode == "register":
+            view.toggle_mode()
+        view.password.set(COMMON_PASSWORD)
+        view.submit()
+        root.update()
+        assert root.winfo_width() == 980
+        assert fits_in_window(view.submit_button)
+        assert fits_in_window(view.servers)
+        assert fits_in_window(view.search_button)
+        time.sleep(DRAW_SECONDS)
+        root.update()
+        desktop.screenshot(f"{mode}-default-size")
     finally:
         application.close()
