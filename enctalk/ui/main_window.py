@@ -210,7 +210,7 @@ class MainWindow(ttk.Frame):
         right.rowconfigure(2, weight=1)
         right.columnconfigure(0, weight=1)
         head = ttk.Frame(right)
-        head.grid(row=0, column=0, sticky="ew")
+        head.grid(row=0, column=0, columnspan=2, sticky="ew")
         head.columnconfigure(0, weight=1)
         ttk.Label(head, textvariable=self.header, style="Title.TLabel").grid(
             row=0, column=0, sticky="w"
@@ -241,7 +241,7 @@ class MainWindow(ttk.Frame):
         self.warning_label = ttk.Label(
             right, textvariable=self.warning, style="Warning.TLabel", wraplength=520
         )
-        self.warning_label.grid(row=1, column=0, sticky="ew", pady=(4, 0))
+        self.warning_label.grid(row=1, column=0, columnspan=2, sticky="ew", pady=(4, 0))
         self.warning_label.grid_remove()
         self.warning_label.bind(
             "<Configure>",
@@ -262,8 +262,12 @@ class MainWindow(ttk.Frame):
             on_menu=self.open_message_menu,
         )
         self.conversation.grid(row=0, column=0, sticky="nsew")
-        self.group_actions = GroupActions(self, body)
-        self.group_actions.panel.grid(row=0, column=1, sticky="ns")
+        # The member panel spans the conversation and the composer, so the
+        # list gets their height together.
+        self.group_actions = GroupActions(self, right)
+        self.group_actions.panel.grid(
+            row=2, column=1, rowspan=2, sticky="ns", pady=(4, 0)
+        )
         self.group_actions.panel.grid_remove()
         self._add_group_entries(self.group_button_menu)
         self.message_menu = tk.Menu(self, tearoff=False)
@@ -304,8 +308,12 @@ class MainWindow(ttk.Frame):
             on_error=self._show_error,
             on_sent=self._reload_conversation,
         )
-        self.audio.player_bar.grid(row=4, column=0, sticky="ew", pady=(6, 0))
-        self.audio.record_bar.grid(row=5, column=0, sticky="ew", pady=(6, 0))
+        self.audio.player_bar.grid(
+            row=4, column=0, columnspan=2, sticky="ew", pady=(6, 0)
+        )
+        self.audio.record_bar.grid(
+            row=5, column=0, columnspan=2, sticky="ew", pady=(6, 0)
+        )
 
     def _reload_conversation(self) -> None:
         if self.model.current is not None:

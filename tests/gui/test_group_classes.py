@@ -335,3 +335,24 @@ def test_member_presence_updates_without_refresh(
     again.login("pupil03", PASSWORD)
     assert run_until(app.root, lambda: tree.item("pupil03", "text").startswith("●"))
     assert "online" in tree.item("pupil03", "tags")
+
+
+# The member rows the panel shows at the window's default size, at least.
+MIN_VISIBLE_MEMBER_ROWS = 6
+
+
+def test_member_panel_rows_at_default_size(log_in, accounts, desktop):
+    app = log_in(TEACHER)
+    view = open_class_group(app)
+    tree = view.group_actions.panel.tree
+    app.root.update()
+    assert app.root.winfo_width() == 980
+    row_height = int(
+        str(tree.tk.call("ttk::style", "lookup", "Treeview", "-rowheight"))
+    )
+    assert tree.winfo_height() >= MIN_VISIBLE_MEMBER_ROWS * row_height
+    for name in tree.get_children():
+        assert tree.bbox(name), name
+    time.sleep(DRAW_SECONDS)
+    app.root.update()
+    desktop.screenshot("member-panel-default-size")
