@@ -2,11 +2,11 @@
 
 The server keeps the class lists of its roster (labels such as 7B) and
 lists them to staff accounts only. The picker requests the labels when it
-opens. The server rejects the request from any other account with
-``not_allowed``, and the picker then shows one line saying so in place of
-the list. Adding a class is ``Client.group_add_class``, which makes one
-server call per new member, so the dialog runs it on the worker while its
-progress bar moves.
+opens, and chooses the class when there is only one. The server rejects
+the request from any other account with ``not_allowed``, and the picker
+then shows one line saying so in place of the list. Adding a class is
+``Client.group_add_class``, which makes one server call per new member,
+so the dialog runs it on the worker while its progress bar moves.
 """
 
 from __future__ import annotations
@@ -142,6 +142,9 @@ class ClassPicker(ttk.LabelFrame):
         self.combobox.grid(row=0, column=0, sticky="w")
         self.add_button.grid(row=0, column=1, sticky="w", padx=(8, 0))
         self.note.set(CLASSES_HINT)
+        if len(self.classes) == 1:
+            # Nothing to choose between, so the one class is chosen already.
+            self.combobox.current(0)
         self._update()
 
     def _load_failed(self, error: BaseException) -> None:

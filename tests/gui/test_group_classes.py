@@ -147,9 +147,8 @@ def test_new_group_dialog_adds_class(log_in, accounts, desktop):
     assert run_until(app.root, classes.shown)
     assert classes.combobox.winfo_ismapped()
     assert classes.combobox.cget("values") == ("7B",)
-    assert classes.add_button.instate(["disabled"])
-
-    classes.choose("7B")
+    # The only class is chosen already.
+    assert classes.chosen() == "7B"
     assert classes.add_button.instate(["!disabled"])
     time.sleep(DRAW_SECONDS)
     app.root.update()
@@ -356,3 +355,17 @@ def test_member_panel_rows_at_default_size(log_in, accounts, desktop):
     time.sleep(DRAW_SECONDS)
     app.root.update()
     desktop.screenshot("member-panel-default-size")
+
+
+def test_class_picker_leaves_several_unchosen(log_in, accounts, server, tmp_path):
+    import_roster(
+        server, tmp_path, "username,display_name,group,role\npupil04,Pupil Four,8A,\n"
+    )
+    app = log_in(TEACHER)
+    view = open_class_group(app, add_class=False)
+    dialog = open_dialog(view)
+    classes = dialog.classes
+    assert run_until(app.root, classes.shown)
+    assert classes.combobox.cget("values") == ("7B", "8A")
+    assert classes.chosen() is None
+    assert classes.add_button.instate(["disabled"])
