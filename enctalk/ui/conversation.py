@@ -36,6 +36,7 @@ from enctalk.ui.viewmodel import entry_time
 Segments = list[tuple[str, tuple[str, ...]]]
 
 NEW_BELOW_LABEL = "New messages below ↓"
+MENU_TARGET_TAG = "menu_target"
 # Tests set this to a file path. Each entry shown then appends a JSON line
 # with its message id and direction to that file, never its text.
 TRACE_VARIABLE = "ENCTALK_UI_TRACE"
@@ -152,6 +153,8 @@ class ConversationView(ttk.Frame):
             spacing1=6,
             spacing3=2,
         )
+        # The entry whose menu is open, above every other tag's background.
+        text.tag_configure(MENU_TARGET_TAG, background=theme.SELECTED_BACKGROUND)
         text.tag_configure("audio", foreground=theme.ACCENT, underline=True)
         text.tag_bind("audio", "<Button-1>", self._clicked_audio)
         text.tag_bind("audio", "<Enter>", lambda _e: text.configure(cursor="hand2"))
@@ -441,9 +444,25 @@ class ConversationView(ttk.Frame):
                 return self.entries.get(tag.removeprefix("entry:"))
         return None
 
+    def highlight_at(self, index: str) -> None:
+        """Highlight the whole entry shown at the Text ``index``, for its menu."""
+        self.clear_highlight()
+        for tag in self.text.tag_names(index):
+            if tag.startswith("entry:"):
+                ranges = self.text.tag_ranges(tag)
+                self.text.tag_add(MENU_TARGET_TAG, ranges[0], ranges[-1])
+                self.text.tag_raise(MENU_TARGET_TAG)
+                return
+
+    def clear_highlight(self) -> None:
+        """Remove the highlight of the entry whose menu was open."""
+        self.text.tag_remove(MENU_TARGET_TAG, "1.0", "end")
+
     def _right_clicked(self, event: tk.Event[tk.Text]) -> None:
-        entry = self.entry_at(self.text.index(f"@{event.x},{event.y}"))
+        index = self.text.index(f"@{event.x},{event.y}")
+        entry = self.entry_at(index)
         if entry is not None and self.on_menu is not None:
+            self.highlight_at(index)
             self.on_menu(entry, event.x_root, event.y_root)
 
     def _menu_key(self, _event: tk.Event[tk.Text]) -> str:
@@ -453,6 +472,7 @@ class ConversationView(ttk.Frame):
         if entry is not None and self.on_menu is not None and box is not None:
             x = self.text.winfo_rootx() + box[0]
             y = self.text.winfo_rooty() + box[1] + box[3]
+            self.highlight_at("insert")
             self.on_menu(entry, x, y)
         return "break"
 

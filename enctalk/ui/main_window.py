@@ -271,6 +271,9 @@ class MainWindow(ttk.Frame):
         self.group_actions.panel.grid_remove()
         self._add_group_entries(self.group_button_menu)
         self.message_menu = tk.Menu(self, tearoff=False)
+        self.message_menu.bind(
+            "<Unmap>", lambda _event: self.conversation.clear_highlight()
+        )
 
         compose = ttk.Frame(right)
         compose.grid(row=3, column=0, sticky="ew")
@@ -976,6 +979,10 @@ class MainWindow(ttk.Frame):
         """Open the menu of a right-clicked message at screen position ``x``, ``y``."""
         self.fill_message_menu(entry)
         self.message_menu.tk_popup(x, y)
+        # On X11 tk_popup returns at once and the menu's <Unmap> ends the
+        # highlight. On Windows and macOS it returns once the menu closed.
+        if self.tk.call("tk", "windowingsystem") != "x11":
+            self.conversation.clear_highlight()
 
     def fill_message_menu(self, entry: HistoryEntry) -> None:
         """Put the actions on ``entry`` in the message menu.

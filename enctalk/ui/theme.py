@@ -28,6 +28,8 @@ WARNING_BACKGROUND = "#fff3cd"
 MUTED = "#606060"
 ONLINE_COLOUR = "#1b7f3b"
 DISABLED_BACKGROUND = "#ececec"
+# The background of the message whose menu is open.
+SELECTED_BACKGROUND = "#d6e4f5"
 
 _fonts: list[tkfont.Font] = []
 

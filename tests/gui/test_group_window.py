@@ -719,3 +719,31 @@ def test_quit_without_unsent_messages_closes(app, others):
     app.request_quit()
     assert app.closing
     assert app.quit_dialog is None
+
+
+def test_message_menu_highlights_its_message(app, others, desktop):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    posted = others["teacher"].send_group_text(group_id, "Read chapter 3", 10)
+    assert run_until(app.root, lambda: posted.message_id in view.conversation.entries)
+    text = view.conversation.text
+    start = text.search("Read chapter 3", "1.0")
+    text.see(start)
+    app.root.update()
+    box = text.bbox(start)
+    assert box is not None
+
+    text.event_generate("<Button-3>", x=box[0] + 4, y=box[1] + 4)
+    assert run_until(app.root, lambda: view.message_menu.winfo_ismapped(), timeout=5)
+    highlighted = text.tag_ranges("menu_target")
+    assert highlighted
+    entry_ranges = text.tag_ranges(f"entry:{posted.message_id}")
+    assert str(highlighted[0]) == str(entry_ranges[0])
+    assert str(highlighted[-1]) == str(entry_ranges[-1])
+    assert text.tag_cget("menu_target", "background")
+    time.sleep(0.3)
+    app.root.update()
+    desktop.screenshot("message-menu-open")
+
+    view.message_menu.unpost()
+    assert run_until(app.root, lambda: not text.tag_ranges("menu_target"), timeout=5)
