@@ -174,15 +174,18 @@ def sorted_members(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
     )
 
 
-def member_details(member: dict[str, Any]) -> str:
+def member_details(member: dict[str, Any], presence_known: bool = True) -> str:
     """Return the line about one member under its name: username and presence.
 
     A pending member (no setup code redeemed yet) is never online, so the
-    line shows "waiting for setup" in place of the presence.
+    line shows "waiting for setup" in place of the presence. Without
+    ``presence_known`` (while reconnecting) the presence is unknown.
     """
     parts = [f"username {member['username']}"]
     if member.get("pending"):
         parts.append(PENDING_DETAILS)
+    elif not presence_known:
+        parts.append("presence unknown")
     else:
         parts.append("online" if member.get("online") else "offline")
     if member.get("muted"):

@@ -82,6 +82,9 @@ class MainWindow(ttk.Frame):
         self.pending_noticed: set[str] = set()
         # Sends handed to the sender worker whose outcome has not come back.
         self.sends_in_flight = 0
+        # False from a lost connection until the contacts' presence is
+        # fetched again. Until then the list shows every contact as offline.
+        self.presence_known = True
 
         self._build()
         self._build_menu()
@@ -520,15 +523,15 @@ class MainWindow(ttk.Frame):
             if self.tree.parent(iid) != section or self.tree.index(iid) != index:
                 self.tree.move(iid, section, index)
 
-    @staticmethod
-    def _contact_item(row: viewmodel.ContactRow) -> tuple[str, str, list[str]]:
-        mark = "●" if row.online else "○"
+    def _contact_item(self, row: viewmodel.ContactRow) -> tuple[str, str, list[str]]:
+        online = row.online and self.presence_known
+        mark = "●" if online else "○"
         label = f"{mark} {display_text(row.username)}"
         if row.key_changed:
             label += "  ⚠"
         elif row.verified:
             label += "  ✓"
-        tags = ["online" if row.online else "offline"]
+        tags = ["online" if online else "offline"]
         if row.unread:
             tags.append("unread")
         return label, str(row.unread) if row.unread else "", tags
@@ -851,6 +854,7 @@ class MainWindow(ttk.Frame):
             self.bell()
 
     def _show_status(self, state: str, data: dict[str, Any]) -> None:
+        self._set_connected(state == "connected")
         if self._countdown is not None:
             self.after_cancel(self._countdown)
             self._countdown = None
@@ -859,6 +863,34 @@ class MainWindow(ttk.Frame):
             self._count_down(time.monotonic() + float(retry_in))
             return
         self.status.set(connection_status(state, data, self.address))
+
+    def _set_connected(self, connected: bool) -> None:
+        """Show presence as unknown while not connected; fetch it again after.
+
+        Presence changes during the gap were never reported, so the lists
+        keep the unknown look until the contacts and members come back.
+        """
+        if not connected:
+            if self.presence_known:
+                self.presence_known = False
+                self.refresh_contacts()
+            self.group_actions.panel.set_presence_known(False)
+            return
+        if self.presence_known:
+            return
+        client = self.app.client
+        if client is None:
+            return
+        self.group_actions.load_members()
+        self.app.worker.submit(
+            client.contacts, self._contacts_refreshed, self._show_error
+        )
+
+    def _contacts_refreshed(self, contacts: list[Contact]) -> None:
+        for contact in contacts:
+            self.model.contact(contact.username).online = contact.online
+        self.presence_known = True
+        self.refresh_contacts()
 
     def _count_down(self, deadline: float) -> None:
         remaining = deadline - time.monotonic()

@@ -36,6 +36,7 @@ BUTTON_WIDTH = -5
 # The mark (a clock face) in place of the presence dot of a member that has
 # not redeemed its setup code, and so gets no messages yet.
 PENDING_MARK = "◷"
+PRESENCE_UNKNOWN_TEXT = "Not connected to the server, so who is online is unknown."
 
 
 class MemberPanelActions(Protocol):
@@ -57,6 +58,9 @@ class MemberPanel(ttk.Frame):
         self.me = ""
         self.row: GroupRow | None = None
         self.members: dict[str, dict[str, Any]] = {}
+        # False while the client is not connected: the presence shown may be
+        # stale, so every member shows as unknown until a new list arrives.
+        self.presence_known = True
         self.title = tk.StringVar(value="Members")
         # The selected member's username and presence, in grey under the list.
         self.details = tk.StringVar()
@@ -81,6 +85,7 @@ class MemberPanel(ttk.Frame):
         self.tree.tag_configure(
             "pending", foreground=theme.MUTED, font=self.pending_font
         )
+        self.tree.tag_configure("unknown", foreground=theme.MUTED)
         scrollbar = ttk.Scrollbar(self, orient="vertical", command=self.tree.yview)
         self.tree.configure(yscrollcommand=scrollbar.set)
         self.tree.grid(row=1, column=0, columnspan=3, sticky="nsew")
@@ -153,6 +158,8 @@ class MemberPanel(ttk.Frame):
         self._update_buttons()
 
     def _fill(self, members: list[dict[str, Any]]) -> None:
+        # The list comes from the server, with presence as of now.
+        self.presence_known = True
         selected = self.selected()
         self.members = {str(member["username"]): member for member in members}
         if self.tooltip.row not in self.members:
@@ -176,16 +183,35 @@ class MemberPanel(ttk.Frame):
     def _name_label(self, member: dict[str, Any]) -> str:
         if member.get("pending"):
             mark = PENDING_MARK
+        elif self.presence_known and member.get("online"):
+            mark = "●"
         else:
-            mark = "●" if member.get("online") else "○"
+            mark = "○"
         label = f"{mark} {display_text(group_rules.member_name(member))}"
         return f"{label} (you)" if member["username"] == self.me else label
 
-    @staticmethod
-    def _presence_tag(member: dict[str, Any]) -> str:
+    def _presence_tag(self, member: dict[str, Any]) -> str:
         if member.get("pending"):
             return "pending"
+        if not self.presence_known:
+            return "unknown"
         return "online" if member.get("online") else "offline"
+
+    def set_presence_known(self, known: bool) -> None:
+        """Show every member's presence as unknown, or as listed again."""
+        if known == self.presence_known:
+            return
+        self.presence_known = known
+        for username, member in self.members.items():
+            if self.tree.exists(username):
+                self.tree.item(
+                    username,
+                    text=self._name_label(member),
+                    tags=(self._presence_tag(member),),
+                )
+        self._show_details()
+        if not known:
+            self.message.set(PRESENCE_UNKNOWN_TEXT)
 
     def pending_count(self) -> int:
         """Return how many listed members have not redeemed their setup code."""
@@ -202,9 +228,8 @@ class MemberPanel(ttk.Frame):
         member = self.members.get(username)
         if member is None:
             return None
-        return (
-            f"{group_rules.member_name(member)}\n{group_rules.member_details(member)}"
-        )
+        details = group_rules.member_details(member, self.presence_known)
+        return f"{group_rules.member_name(member)}\n{details}"
 
     def _selection_changed(self) -> None:
         self._show_details()
@@ -212,9 +237,11 @@ class MemberPanel(ttk.Frame):
 
     def _show_details(self) -> None:
         member = self.members.get(self.selected() or "")
-        self.details.set(
-            display_text(group_rules.member_details(member)) if member else ""
-        )
+        if member is None:
+            self.details.set("")
+            return
+        details = group_rules.member_details(member, self.presence_known)
+        self.details.set(display_text(details))
 
     def set_online(self, username: str, online: bool) -> None:
         """Show a presence change of a member, if it is listed."""

@@ -268,3 +268,12 @@ def test_pending_notice_singular_and_plural():
     several = group_rules.pending_notice(3)
     assert several.startswith("3 members have not set up their accounts yet.")
     assert several.endswith("They get only the messages sent after they do.")
+
+
+def test_member_details_presence_unknown():
+    pupil = {"username": "pupil04", "role": "member", "online": True}
+    details = group_rules.member_details(pupil, presence_known=False)
+    assert details == "username pupil04 · presence unknown"
+    pupil["pending"] = True
+    details = group_rules.member_details(pupil, presence_known=False)
+    assert details == "username pupil04 · waiting for setup"

@@ -747,3 +747,39 @@ def test_message_menu_highlights_its_message(app, others, desktop):
 
     view.message_menu.unpost()
     assert run_until(app.root, lambda: not text.tag_ranges("menu_target"), timeout=5)
+
+
+def test_presence_unknown_while_reconnecting(app, others, server, desktop):
+    group_id = teacher_group_with_sam(others)
+    view = open_group(app, group_id)
+    client = app.client
+    assert client is not None
+    added: list[object] = []
+    app.worker.submit(lambda: client.add_contact("kim"), view._contact_added)
+    app.worker.submit(lambda: added.append(True))
+    assert run_until(app.root, lambda: added and view.tree.exists("kim"))
+    assert run_until(app.root, lambda: view.tree.item("kim", "text").startswith("●"))
+    view.select("#" + group_id)
+    panel = view.group_actions.panel
+    tree = panel.tree
+    assert run_until(app.root, lambda: tree.item("teacher", "text").startswith("●"))
+
+    server.stop()
+    assert run_until(app.root, lambda: not client.connected)
+    assert run_until(app.root, lambda: tree.item("teacher", "text").startswith("○"))
+    assert tree.item("teacher", "tags") == ("unknown",)
+    assert "who is online is unknown" in panel.message.get()
+    assert panel.member_tooltip("kim") == "kim\nusername kim · presence unknown"
+    assert view.tree.item("kim", "text").startswith("○")
+    assert "offline" in view.tree.item("kim", "tags")
+    time.sleep(0.3)
+    app.root.update()
+    desktop.screenshot("presence-unknown")
+
+    server.start()
+    assert run_until(
+        app.root, lambda: tree.item("teacher", "text").startswith("●"), timeout=40
+    )
+    assert tree.item("teacher", "tags") == ("online",)
+    assert "who is online" not in panel.message.get()
+    assert run_until(app.root, lambda: view.tree.item("kim", "text").startswith("●"))
