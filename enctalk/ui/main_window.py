@@ -4,8 +4,9 @@ The view keeps a :class:`~enctalk.ui.viewmodel.ChatModel` and carries out
 the effects the model returns for each core event. A group conversation
 also shows its member panel (:mod:`enctalk.ui.group_actions`), and a
 notice with the composer disabled while this account may not post.
-Every client call goes through the app's worker, and its result comes
-back on the Tk main thread. Enter sends, Shift+Enter starts a new line,
+Every client call runs on a worker (sends on their own, so that they
+never wait behind a slow call), and its result comes back on the Tk main
+thread. Enter sends, Shift+Enter starts a new line,
 and every action is in a menu, which also lists the keyboard shortcuts.
 """
 
@@ -1012,7 +1013,8 @@ class MainWindow(ttk.Frame):
         self.fill_message_menu(entry)
         self.message_menu.tk_popup(x, y)
         # On X11 tk_popup returns at once and the menu's <Unmap> ends the
-        # highlight. On Windows and macOS it returns once the menu closed.
+        # highlight. NOTE: untested on Windows and macOS, where tk_popup is
+        # expected to return only once the native menu has closed.
         if self.tk.call("tk", "windowingsystem") != "x11":
             self.conversation.clear_highlight()
 
