@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -1192,9 +1192,17 @@ class Store:
         return self._prekey_count(self.db, device_id)
 
     def take_bundles(
-        self, user_id: int, exclude_device: int | None, active_since: int
+        self,
+        user_id: int,
+        exclude_device: int | None,
+        active_since: int,
+        may_take: Callable[[int], bool] | None = None,
     ) -> list[Bundle]:
-        """Return a bundle per active device, consuming one one-time prekey each."""
+        """Return a bundle per active device, consuming one one-time prekey each.
+
+        A device for which ``may_take(device_id)`` is false gets a bundle
+        without a one-time prekey, and keeps its prekeys.
+        """
         bundles = []
         with self.transaction() as db:
             rows = db.execute(
@@ -1207,11 +1215,9 @@ class Store:
                 device_id = row[0]
                 if device_id == exclude_device:
                     continue
-                prekey_row = db.execute(
-                    "SELECT key_id, key FROM one_time_prekeys WHERE device_id = ?"
-                    " ORDER BY key_id LIMIT 1",
-                    (device_id,),
-                ).fetchone()
+                prekey_row = None
+                if may_take is None or may_take(device_id):
+                    prekey_row = self._first_prekey(db, device_id)
                 one_time = None
                 if prekey_row is not None:
                     one_time = (int(prekey_row[0]), bytes(prekey_row[1]))
@@ -1233,6 +1239,14 @@ class Store:
                     )
                 )
         return bundles
+
+    @staticmethod
+    def _first_prekey(db: sqlite3.Connection, device_id: int) -> Any:
+        return db.execute(
+            "SELECT key_id, key FROM one_time_prekeys WHERE device_id = ?"
+            " ORDER BY key_id LIMIT 1",
+            (device_id,),
+        ).fetchone()
 
     def list_devices(self, user_id: int) -> list[DeviceInfo]:
         rows = self.db.execute(

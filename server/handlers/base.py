@@ -22,6 +22,11 @@ from server.ratelimit import AddressBuckets
 from server.store import Store
 
 MS_PER_DAY = 86_400_000
+# One-time prekeys of one device that one account may take per day. A new
+# session needs one; more than a few a day from the same account is an
+# attempt to use them up, and further bundles come without one, so the
+# session starts from the signed prekey alone (X3DH allows that).
+ONE_TIME_PREKEYS_PER_ACCOUNT_DAY = 5
 
 
 class HandlerError(Exception):
@@ -140,11 +145,22 @@ class Services:
     attachments: AttachmentStore | None = None
     # Registrations per client address, refilled per register_rate.
     register_buckets: AddressBuckets = field(init=False)
+    # One-time prekeys taken per "account:device" pair; kept in memory, so
+    # a restart gives every pair its daily allowance again.
+    prekey_buckets: AddressBuckets = field(init=False)
 
     def __post_init__(self) -> None:
         self.register_buckets = AddressBuckets(
             self.config.register_burst, self.config.register_rate / 60.0
         )
+        self.prekey_buckets = AddressBuckets(
+            ONE_TIME_PREKEYS_PER_ACCOUNT_DAY,
+            ONE_TIME_PREKEYS_PER_ACCOUNT_DAY / (MS_PER_DAY / 1000),
+        )
+
+    def may_take_prekey(self, requester: int, device_id: int) -> bool:
+        """Return True if ``requester`` may take a one-time prekey of the device."""
+        return self.prekey_buckets.take(f"{requester}:{device_id}") == 0
 
     @property
     def active_since(self) -> int:

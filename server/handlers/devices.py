@@ -213,7 +213,10 @@ def _user_bundles(
             "server does not hand out their keys.",
         )
     bundles = services.store.take_bundles(
-        user.id, session.device_id, services.active_since
+        user.id,
+        session.device_id,
+        services.active_since,
+        lambda device_id: services.may_take_prekey(session.user_id, device_id),
     )
     devices = []
     for bundle in bundles:

@@ -10,6 +10,7 @@ from conftest import Clients
 from server_wire import TEST_AIK, device_fields, random_key, signed_prekey_fields
 
 from enctalk.crypto.keys import AccountIdentity, sign_device_key, sign_prekey
+from server.handlers.base import ONE_TIME_PREKEYS_PER_ACCOUNT_DAY
 
 
 def test_register_device_binds_session(clients: Clients) -> None:
@@ -213,3 +214,23 @@ def test_fetch_bundles_of_a_stranger_is_refused(clients: Clients) -> None:
     bob.call("add_contact", username="mallory")
     first = mallory.call("fetch_bundles", username="bob")["devices"][0]
     assert first["one_time_prekey"]["id"] == 1
+
+
+def test_one_account_takes_few_one_time_prekeys_of_a_device_per_day(
+    clients: Clients,
+) -> None:
+    bob = clients.with_device("bob", prekeys=20)
+    alice = clients.with_device("alice")
+    carol = clients.with_device("carol")
+    alice.call("add_contact", username="bob")
+    carol.call("add_contact", username="bob")
+
+    taken = [
+        alice.call("fetch_bundles", username="bob")["devices"][0]["one_time_prekey"]
+        for _ in range(ONE_TIME_PREKEYS_PER_ACCOUNT_DAY + 2)
+    ]
+    assert all(key is not None for key in taken[:ONE_TIME_PREKEYS_PER_ACCOUNT_DAY])
+    assert taken[ONE_TIME_PREKEYS_PER_ACCOUNT_DAY:] == [None, None]
+    other = carol.call("fetch_bundles", username="bob")["devices"][0]
+    assert other["one_time_prekey"] is not None
+    assert bob.device_id == other["device_id"]
