@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -1348,14 +1348,19 @@ class Store:
 
     def find_message(
         self, sender_user: int, message_id: str
-    ) -> tuple[int, int, int, bytes] | None:
-        """Return ``(server_seq, server_time, recipient, payload_hash)``."""
+    ) -> tuple[int, int, int, bytes, str | None] | None:
+        """Return ``(server_seq, server_time, recipient, payload_hash, group_id)``.
+
+        ``group_id`` is None for a direct message.
+        """
         row = self.db.execute(
-            "SELECT server_seq, server_time, recipient, payload_hash FROM messages"
-            " WHERE sender_user = ? AND message_id = ?",
+            "SELECT server_seq, server_time, recipient, payload_hash, group_id"
+            " FROM messages WHERE sender_user = ? AND message_id = ?",
             (sender_user, message_id),
         ).fetchone()
-        return None if row is None else (row[0], row[1], row[2], bytes(row[3]))
+        if row is None:
+            return None
+        return row[0], row[1], row[2], bytes(row[3]), row[4]
 
     def queued_payload_bytes(self, sender_user: int) -> int:
         """Return the bytes of the sender's payloads not yet delivered everywhere.
@@ -1412,17 +1417,20 @@ class Store:
         payload_hash: bytes,
         envelopes: list[tuple[int, bytes]],
         now: int,
+        group_id: str | None = None,
     ) -> tuple[int, list[tuple[int, int]]]:
         """Commit a message and one queue row per ``(device_id, envelope)``.
 
-        Returns ``(server_seq, [(device_id, seq), ...])``. Raises
-        ``sqlite3.IntegrityError`` if the sender already used ``message_id``.
+        A group message names its ``group_id`` and has the sender as its
+        ``recipient``. Returns ``(server_seq, [(device_id, seq), ...])``.
+        Raises ``sqlite3.IntegrityError`` if the sender already used
+        ``message_id``.
         """
         with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO messages (sender_user, sender_device, message_id,"
-                " recipient, payload, payload_hash, server_time)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " recipient, payload, payload_hash, server_time, kind, group_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     sender_user,
                     sender_device,
@@ -1431,24 +1439,39 @@ class Store:
                     payload,
                     payload_hash,
                     now,
+                    "direct" if group_id is None else "group",
+                    group_id,
                 ),
             )
             server_seq = cursor.lastrowid
             assert server_seq is not None
-            queued = []
-            rows = []
-            for device_id, envelope in envelopes:
-                seq = self._take_seqs(db, device_id, 1)
-                rows.append((device_id, seq, "message", server_seq, envelope))
-                queued.append((device_id, seq))
-            self._insert_rows(
-                db, "queue (device_id, seq, kind, server_seq, envelope)", rows
-            )
+            queued = self._queue_rows(db, server_seq, envelopes)
             cache = self._batch_lookups()
             if cache is not None and sender_user in cache.held_bytes:
                 cache.held_bytes[sender_user] += len(payload)
-            self._count_queued((device_id for device_id, _ in envelopes), 1)
         return server_seq, queued
+
+    def _queue_rows(
+        self,
+        db: sqlite3.Connection,
+        server_seq: int,
+        envelopes: Sequence[tuple[int, bytes | None]],
+    ) -> list[tuple[int, int]]:
+        """Queue message ``server_seq`` to each ``(device_id, envelope)``.
+
+        Returns ``[(device_id, seq), ...]``.
+        """
+        queued = []
+        rows = []
+        for device_id, envelope in envelopes:
+            seq = self._take_seqs(db, device_id, 1)
+            rows.append((device_id, seq, "message", server_seq, envelope))
+            queued.append((device_id, seq))
+        self._insert_rows(
+            db, "queue (device_id, seq, kind, server_seq, envelope)", rows
+        )
+        self._count_queued((device_id for device_id, _ in envelopes), 1)
+        return queued
 
     def _take_seqs(self, db: sqlite3.Connection, device_id: int, count: int) -> int:
         """Reserve ``count`` queue sequence numbers of a device; return the first.
@@ -1621,16 +1644,6 @@ class Store:
 
     # Groups
 
-    def find_group_message(self, sender_user: int, message_id: str) -> str | None:
-        """Return the group id of a stored message, "" for a direct one, or None."""
-        row = self.db.execute(
-            "SELECT group_id FROM messages WHERE sender_user = ? AND message_id = ?",
-            (sender_user, message_id),
-        ).fetchone()
-        if row is None:
-            return None
-        return "" if row[0] is None else str(row[0])
-
     def group(self, group_id: str) -> GroupRow | None:
         """Return the group's current state, or None if there is no such group."""
         row = self.db.execute(
@@ -1793,64 +1806,9 @@ class Store:
                     " left_epoch = NULL",
                     (group.group_id, user_id, role, int(muted)),
                 )
-            queued = []
-            rows = []
-            for device_id in devices:
-                seq = self._take_seqs(db, device_id, 1)
-                rows.append((device_id, seq, "message", server_seq, None))
-                queued.append((device_id, seq))
-            self._insert_rows(
-                db, "queue (device_id, seq, kind, server_seq, envelope)", rows
+            queued = self._queue_rows(
+                db, server_seq, [(device_id, None) for device_id in devices]
             )
-            self._count_queued(devices, 1)
-        return server_seq, queued
-
-    def store_group_message(
-        self,
-        sender: tuple[int, int],
-        group_id: str,
-        message_id: str,
-        payload: bytes,
-        payload_hash: bytes,
-        envelopes: list[tuple[int, bytes]],
-        now: int,
-    ) -> tuple[int, list[tuple[int, int]]]:
-        """Commit a group message and one queue row per ``(device_id, envelope)``.
-
-        ``sender`` is ``(user_id, device_id)``. Raises
-        ``sqlite3.IntegrityError`` if the sender already used ``message_id``.
-        """
-        with self.transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO messages (sender_user, sender_device, message_id,"
-                " recipient, payload, payload_hash, server_time, kind, group_id)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'group', ?)",
-                (
-                    sender[0],
-                    sender[1],
-                    message_id,
-                    sender[0],
-                    payload,
-                    payload_hash,
-                    now,
-                    group_id,
-                ),
-            )
-            server_seq = cursor.lastrowid
-            assert server_seq is not None
-            queued = []
-            rows = []
-            for device_id, envelope in envelopes:
-                seq = self._take_seqs(db, device_id, 1)
-                rows.append((device_id, seq, "message", server_seq, envelope))
-                queued.append((device_id, seq))
-            self._insert_rows(
-                db, "queue (device_id, seq, kind, server_seq, envelope)", rows
-            )
-            cache = self._batch_lookups()
-            if cache is not None and sender[0] in cache.held_bytes:
-                cache.held_bytes[sender[0]] += len(payload)
-            self._count_queued((device_id for device_id, _ in envelopes), 1)
         return server_seq, queued
 
     def withdraw_group_message(

@@ -49,7 +49,9 @@ from server.handlers.base import (
 from server.handlers.messages import (
     check_push_size,
     check_quotas,
+    duplicate_reply,
     match_envelopes,
+    stored_outcome,
 )
 from server.store import GroupRow
 
@@ -228,44 +230,15 @@ def _withdraw(services: Services, op: GroupOp) -> None:
         )
 
 
-def _send_reply(
-    message_id: str, server_seq: int, server_time: int, duplicate: bool
-) -> dict[str, Any]:
-    return {
-        "message_id": message_id,
-        "server_seq": server_seq,
-        "server_time": server_time,
-        "duplicate": duplicate,
-    }
-
-
-def _duplicate(
-    services: Services, request: Request, payload_hash: bytes
-) -> Outcome | None:
-    """Return the reply to a resend of a stored group message, or ``None``."""
-    session = request.session
-    assert session is not None
-    message_id = request.fields["message_id"]
-    stored = services.store.find_message(session.user_id, message_id)
-    if stored is None:
-        return None
-    server_seq, server_time, _, stored_hash = stored
-    group = services.store.find_group_message(session.user_id, message_id)
-    if group != request.fields["group_id"] or stored_hash != payload_hash:
-        raise HandlerError(
-            errors.MESSAGE_ID_CONFLICT,
-            f"Message id {message_id} was already used for a different message.",
-        )
-    return Outcome(reply=_send_reply(message_id, server_seq, server_time, True))
-
-
 def group_send(services: Services, request: Request) -> Outcome:
     session, own_device = require_device(request)
     fields = request.fields
     group_id, message_id = fields["group_id"], fields["message_id"]
     payload: bytes = fields["payload"]
     payload_hash = hashlib.sha256(payload).digest()
-    duplicate = _duplicate(services, request, payload_hash)
+    duplicate = duplicate_reply(
+        services, request, session.user_id, group_id, payload_hash
+    )
     if duplicate is not None:
         return duplicate
 
@@ -292,39 +265,27 @@ def group_send(services: Services, request: Request) -> Outcome:
     check_quotas(services, request, len(payload), envelopes)
     now = now_ms()
     try:
-        server_seq, queued = services.store.store_group_message(
-            (session.user_id, own_device),
-            group_id,
+        stored = services.store.store_message(
+            session.user_id,
+            own_device,
             message_id,
+            session.user_id,
             payload,
             payload_hash,
             envelopes,
             now,
+            group_id,
         )
     except sqlite3.IntegrityError:
-        duplicate = _duplicate(services, request, payload_hash)
+        duplicate = duplicate_reply(
+            services, request, session.user_id, group_id, payload_hash
+        )
         if duplicate is None:
             raise
         return duplicate
-
-    bodies = dict(envelopes)
-    outcome = Outcome(reply=_send_reply(message_id, server_seq, now, False))
-    for device_id, seq in queued:
-        push = make_push(
-            "message",
-            seq=seq,
-            message_id=message_id,
-            from_=session.username,
-            from_device=own_device,
-            to="#" + group_id,
-            server_seq=server_seq,
-            server_time=now,
-            payload=payload,
-            envelope=bodies[device_id],
-            group=group_id,
-        )
-        outcome.queue_pushes.append((device_id, seq, services.encode(push)))
-    return outcome
+    return stored_outcome(
+        services, request, "#" + group_id, stored, envelopes, now, group_id
+    )
 
 
 def group_log(services: Services, request: Request) -> Outcome:

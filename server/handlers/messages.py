@@ -106,23 +106,73 @@ def _send_reply(
     }
 
 
-def _duplicate(
-    services: Services, request: Request, recipient_id: int, payload_hash: bytes
+def duplicate_reply(
+    services: Services,
+    request: Request,
+    recipient_id: int,
+    group_id: str | None,
+    payload_hash: bytes,
 ) -> Outcome | None:
-    """Return the reply to a resend of a stored message, or ``None``."""
+    """Return the reply to a resend of a stored message, or ``None``.
+
+    A group message has the sender as its recipient and names its group.
+    Raises ``message_id_conflict`` when the id was used for another message.
+    """
     session = request.session
     assert session is not None
     message_id = request.fields["message_id"]
     stored = services.store.find_message(session.user_id, message_id)
     if stored is None:
         return None
-    server_seq, server_time, stored_recipient, stored_hash = stored
-    if stored_recipient != recipient_id or stored_hash != payload_hash:
+    server_seq, server_time, stored_recipient, stored_hash, stored_group = stored
+    if (
+        stored_recipient != recipient_id
+        or stored_group != group_id
+        or stored_hash != payload_hash
+    ):
         raise HandlerError(
             errors.MESSAGE_ID_CONFLICT,
             f"Message id {message_id} was already used for a different message.",
         )
     return Outcome(reply=_send_reply(message_id, server_seq, server_time, True))
+
+
+def stored_outcome(
+    services: Services,
+    request: Request,
+    to: str,
+    stored: tuple[int, list[tuple[int, int]]],
+    envelopes: list[tuple[int, bytes]],
+    now: int,
+    group_id: str | None = None,
+) -> Outcome:
+    """Return the reply to a stored send, with a live push per queue row.
+
+    ``to`` is the push's conversation field, ``stored`` what
+    ``Store.store_message`` returned, and ``group_id`` set for a group.
+    """
+    session, own_device = require_device(request)
+    fields = request.fields
+    server_seq, queued = stored
+    extra = {} if group_id is None else {"group": group_id}
+    bodies = dict(envelopes)
+    outcome = Outcome(reply=_send_reply(fields["message_id"], server_seq, now, False))
+    for device_id, seq in queued:
+        push = make_push(
+            "message",
+            seq=seq,
+            message_id=fields["message_id"],
+            from_=session.username,
+            from_device=own_device,
+            to=to,
+            server_seq=server_seq,
+            server_time=now,
+            payload=fields["payload"],
+            envelope=bodies[device_id],
+            **extra,
+        )
+        outcome.queue_pushes.append((device_id, seq, services.encode(push)))
+    return outcome
 
 
 def _check_envelopes(
@@ -277,7 +327,7 @@ def send(services: Services, request: Request) -> Outcome:
 
     payload: bytes = fields["payload"]
     payload_hash = hashlib.sha256(payload).digest()
-    duplicate = _duplicate(services, request, recipient.id, payload_hash)
+    duplicate = duplicate_reply(services, request, recipient.id, None, payload_hash)
     if duplicate is not None:
         return duplicate
 
@@ -291,13 +341,12 @@ def send(services: Services, request: Request) -> Outcome:
 
     envelopes = _check_envelopes(services, request, recipient.id, recipient.username)
     check_quotas(services, request, len(payload), envelopes)
-    message_id = fields["message_id"]
     now = now_ms()
     try:
-        server_seq, queued = services.store.store_message(
+        stored = services.store.store_message(
             session.user_id,
             own_device,
-            message_id,
+            fields["message_id"],
             recipient.id,
             payload,
             payload_hash,
@@ -306,28 +355,11 @@ def send(services: Services, request: Request) -> Outcome:
         )
     except sqlite3.IntegrityError:
         # Another worker stored the same message id first.
-        duplicate = _duplicate(services, request, recipient.id, payload_hash)
+        duplicate = duplicate_reply(services, request, recipient.id, None, payload_hash)
         if duplicate is None:
             raise
         return duplicate
-
-    bodies = dict(envelopes)
-    outcome = Outcome(reply=_send_reply(message_id, server_seq, now, False))
-    for device_id, seq in queued:
-        push = make_push(
-            "message",
-            seq=seq,
-            message_id=message_id,
-            from_=session.username,
-            from_device=own_device,
-            to=recipient.username,
-            server_seq=server_seq,
-            server_time=now,
-            payload=payload,
-            envelope=bodies[device_id],
-        )
-        outcome.queue_pushes.append((device_id, seq, services.encode(push)))
-    return outcome
+    return stored_outcome(services, request, recipient.username, stored, envelopes, now)
 
 
 def sync(services: Services, request: Request) -> Outcome:
