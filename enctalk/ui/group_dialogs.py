@@ -107,6 +107,38 @@ class _Dialog(tk.Toplevel):
             justify="left",
         )
 
+    def _name_form(
+        self,
+        master: tk.Misc,
+        variable: tk.StringVar,
+        prompt: str,
+        hint: str,
+        action: tuple[str, Callable[[], None]],
+    ) -> tuple[ttk.Entry, ttk.Progressbar, ttk.Button]:
+        """Lay out a group name field with a hint, Cancel and ``action``.
+
+        ``action`` is the button's text and command, which Return in the
+        field runs too. Returns the field, the progress bar (not yet
+        placed) and the button.
+        """
+        text, command = action
+        ttk.Label(master, text=prompt).pack(anchor="w")
+        entry = ttk.Entry(master, textvariable=variable, width=40)
+        entry.pack(anchor="w", fill="x", pady=(4, 0))
+        ttk.Label(master, text=hint, style="Muted.TLabel").pack(anchor="w", pady=(4, 0))
+        self._error_label(master).pack(anchor="w", pady=(4, 0))
+        progress = ttk.Progressbar(master, mode="indeterminate")
+        buttons = ttk.Frame(master)
+        buttons.pack(side="bottom", anchor="e", pady=(8, 0))
+        ttk.Button(buttons, text="Cancel", command=self.destroy).pack(
+            side="left", padx=(0, 8)
+        )
+        button = ttk.Button(buttons, text=text, command=command)
+        button.pack(side="left")
+        entry.bind("<Return>", lambda _event: command())
+        entry.bind("<KP_Enter>", lambda _event: command())
+        return entry, progress, button
+
     def _busy(self, progress: ttk.Progressbar, button: ttk.Button, busy: bool) -> None:
         if busy:
             button.state(["disabled"])
@@ -350,25 +382,13 @@ class NewGroupDialog(AddMembersDialog):
 
         self.name_page = ttk.Frame(self.body)
         self.name_page.pack(fill="both", expand=True)
-        ttk.Label(self.name_page, text="Name of the new group:").pack(anchor="w")
-        self.name_entry = ttk.Entry(self.name_page, textvariable=self.name, width=40)
-        self.name_entry.pack(anchor="w", fill="x", pady=(4, 0))
-        ttk.Label(
+        self.name_entry, self.name_progress, self.create_button = self._name_form(
             self.name_page,
-            text="You own the group. Next, pick who is in it.",
-            style="Muted.TLabel",
-        ).pack(anchor="w", pady=(4, 0))
-        self._error_label(self.name_page).pack(anchor="w", pady=(4, 0))
-        self.name_progress = ttk.Progressbar(self.name_page, mode="indeterminate")
-        buttons = ttk.Frame(self.name_page)
-        buttons.pack(side="bottom", anchor="e", pady=(8, 0))
-        ttk.Button(buttons, text="Cancel", command=self.destroy).pack(
-            side="left", padx=(0, 8)
+            self.name,
+            "Name of the new group:",
+            "You own the group. Next, pick who is in it.",
+            ("Create", self.create),
         )
-        self.create_button = ttk.Button(buttons, text="Create", command=self.create)
-        self.create_button.pack(side="left")
-        self.name_entry.bind("<Return>", lambda _event: self.create())
-        self.name_entry.bind("<KP_Enter>", lambda _event: self.create())
         self.name_entry.focus_set()
 
     def create(self) -> None:
@@ -420,25 +440,13 @@ class RenameGroupDialog(_Dialog):
         self.group_id = group_id
         self.on_done = on_done
         self.name = tk.StringVar(value=current_name)
-        ttk.Label(self.body, text="New name of the group:").pack(anchor="w")
-        self.entry = ttk.Entry(self.body, textvariable=self.name, width=40)
-        self.entry.pack(anchor="w", fill="x", pady=(4, 0))
-        ttk.Label(
+        self.entry, self.progress, self.rename_button = self._name_form(
             self.body,
-            text="Every member sees the new name and who changed it.",
-            style="Muted.TLabel",
-        ).pack(anchor="w", pady=(4, 0))
-        self._error_label(self.body).pack(anchor="w", pady=(4, 0))
-        self.progress = ttk.Progressbar(self.body, mode="indeterminate")
-        buttons = ttk.Frame(self.body)
-        buttons.pack(side="bottom", anchor="e", pady=(8, 0))
-        ttk.Button(buttons, text="Cancel", command=self.destroy).pack(
-            side="left", padx=(0, 8)
+            self.name,
+            "New name of the group:",
+            "Every member sees the new name and who changed it.",
+            ("Rename", self.submit),
         )
-        self.rename_button = ttk.Button(buttons, text="Rename", command=self.submit)
-        self.rename_button.pack(side="left")
-        self.entry.bind("<Return>", lambda _event: self.submit())
-        self.entry.bind("<KP_Enter>", lambda _event: self.submit())
         self.entry.select_range(0, "end")
         self.entry.focus_set()
 
