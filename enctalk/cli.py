@@ -332,10 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_group_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """Add the group commands to the parser through ``add(name, help)``."""
     add("groups", "list your groups: id, name, your role, members")
     add(
         "group-create", "create a group you own; prints its id on the last line"
     ).add_argument("name")
+
     for name, help_text in (
         ("group-add", "add users to a group (owner and moderators)"),
         ("group-remove", "remove users from a group (owner and moderators)"),
@@ -343,11 +345,13 @@ def _add_group_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> N
         command = add(name, help_text)
         command.add_argument("group_id", metavar="GROUP_ID")
         command.add_argument("users", nargs="+", metavar="USER")
+
     add_class = add(
         "group-add-class", "add every account of a roster class to a group (staff)"
     )
     add_class.add_argument("group_id", metavar="GROUP_ID")
     add_class.add_argument("label", metavar="CLASS")
+
     send = add("group-send", "send a text message to every member of a group")
     send.add_argument("group_id", metavar="GROUP_ID")
     send.add_argument(
@@ -356,6 +360,7 @@ def _add_group_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> N
     add("group-members", "list a group's members with role and presence").add_argument(
         "group_id", metavar="GROUP_ID"
     )
+
     for name, help_text in (
         ("group-mute", "stop a member from posting in a group"),
         ("group-unmute", "let a muted member post again"),
@@ -363,17 +368,21 @@ def _add_group_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> N
         command = add(name, help_text)
         command.add_argument("group_id", metavar="GROUP_ID")
         command.add_argument("user")
+
     readonly = add("group-readonly", "let only moderators post (on) or everyone (off)")
     readonly.add_argument("group_id", metavar="GROUP_ID")
     readonly.add_argument("state", choices=("on", "off"))
+
     role = add("group-role", "make a member a moderator or an ordinary member")
     role.add_argument("group_id", metavar="GROUP_ID")
     role.add_argument("user")
     role.add_argument("role", choices=("moderator", "member"))
+
     rename = add("group-rename", "give a group a new name")
     rename.add_argument("group_id", metavar="GROUP_ID")
     rename.add_argument("name")
     add("group-leave", "leave a group").add_argument("group_id", metavar="GROUP_ID")
+
     delete = add("group-delete", "delete a group message for everyone")
     delete.add_argument("group_id", metavar="GROUP_ID")
     delete.add_argument("message_id", metavar="MESSAGE_ID")

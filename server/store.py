@@ -163,7 +163,7 @@ CREATE INDEX IF NOT EXISTS messages_held ON messages(sender_user)
 # with pending_setup = 1 has no auth hash, identity key or backup yet,
 # and its setup code waits in setup_codes until the pupil redeems it. The
 # codes are kept in plain text so that they can be printed again; the
-# server.admin docstring says why that is acceptable.
+# server.admin docstring explains why that is acceptable.
 _ROSTER_SCHEMA = """
 ALTER TABLE users ADD COLUMN display_name TEXT NOT NULL DEFAULT '';
 ALTER TABLE users ADD COLUMN staff INTEGER NOT NULL DEFAULT 0;
@@ -179,8 +179,8 @@ CREATE TABLE setup_codes (
 );
 """
 # Version 5 adds groups. A group's current state (name, epoch, roles,
-# mutes) is kept in tables so that a send checks it with a few lookups;
-# its signed operation log is kept whole, for clients that verify it.
+# mutes) is kept in tables, so a send checks it with a few lookups. Its
+# signed operation log is kept whole for the clients, which verify it.
 # A message row's kind is "direct", "group" (recipient is then the
 # sender) or "op" (payload is the operation's JSON, queued to members).
 _GROUP_SCHEMA = """

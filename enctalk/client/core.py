@@ -878,7 +878,7 @@ class Client:
         """Queue a text message to every member of a group; wait as send_text.
 
         Raises ClientError ``not_allowed`` at once when this device's
-        verified copy of the group says this account may not post
+        verified copy of the group does not let this account post
         (removed, muted, or read-only for members).
         """
         gid = _group_id(group_id)
@@ -973,7 +973,7 @@ class Client:
             return groups.create(self, clean)
 
     def groups(self) -> list[GroupInfo]:
-        """Return the groups this device knows, newest state first fetched.
+        """Return the groups stored on this device, current ones first, by name.
 
         Groups this account has left or was removed from keep their
         history and have ``role`` None.

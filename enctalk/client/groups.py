@@ -174,9 +174,9 @@ def _verify_actor(client: Client, op: GroupOp, catching_up: bool) -> bool:
     the actor's pinned AIK, or if the server now lists it for the actor:
     a key change (a password reset without any old device), pinned with
     the usual warning, as for a message. While ``catching_up`` on a log
-    this device never saw live, an op under an earlier key of the actor
-    cannot be checked against anything; it is accepted with a note in
-    the conversation. Raises GroupOpError otherwise.
+    this device never saw live, nothing can check an op under an earlier
+    key of the actor, so it is accepted with a note in the conversation.
+    Raises GroupOpError otherwise.
     """
     verify_op(op)
     refused = GroupOpError(

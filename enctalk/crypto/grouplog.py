@@ -12,8 +12,8 @@ operations, as it can messages::
     op hash     = SHA-256(OP_HASH_LABEL || signed data || signature)
 
 ``actor_key`` is the actor's AIK, named inside the signed data, so a log
-can be checked on its own; whether that key is the actor's is the
-reader's question (the pinned key, or a key change the server lists).
+can be checked on its own. Whether that key is the actor's is for the
+reader to decide: the pinned key, or a key change the server lists.
 
 The canonical JSON has sorted keys, no spaces and UTF-8 text. Operation 1
 is ``create`` with ``prev`` of 32 zero bytes; operation n names the hash

@@ -23,9 +23,9 @@ from server.store import Store
 
 MS_PER_DAY = 86_400_000
 # One-time prekeys of one device that one account may take per day. A new
-# session needs one; more than a few a day from the same account is an
-# attempt to use them up, and further bundles come without one, so the
-# session starts from the signed prekey alone (X3DH allows that).
+# session needs one, so more than a few a day look like an attempt to use
+# them up. Further bundles come without one, and the session then starts
+# from the signed prekey alone, which X3DH allows.
 ONE_TIME_PREKEYS_PER_ACCOUNT_DAY = 5
 
 

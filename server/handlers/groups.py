@@ -217,8 +217,8 @@ def group_op(services: Services, request: Request) -> Outcome:
 
 def _withdraw(services: Services, op: GroupOp) -> None:
     # NOTE: the ciphertext of a deleted voice message stays in the
-    # attachment store until every device fetched it or it expires; the
-    # clients drop their reference to it.
+    # attachment store until every device has fetched it or it expires.
+    # The clients drop their reference to it.
     author_name, message_id = parse_message_ref(op.value)
     author = services.store.user_by_name(author_name)
     if author is None or not services.store.withdraw_group_message(

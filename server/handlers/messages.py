@@ -201,7 +201,7 @@ def match_envelopes(
 ) -> list[tuple[int, bytes]]:
     """Return ``(device_id, body)`` if the envelopes cover exactly ``expected``.
 
-    ``expected`` holds ``(username, device_id)`` pairs. Raises
+    ``expected`` contains ``(username, device_id)`` pairs. Raises
     ``device_list_mismatch`` naming the missing and the extra devices.
     """
     given: dict[tuple[str, int], bytes] = {}
